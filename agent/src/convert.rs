@@ -1,0 +1,313 @@
+//! The one conversion layer: domain model → osl.v1 messages, and agent errors →
+//! gRPC status codes.
+
+use crate::decode::{capability_names, signal_names};
+use crate::error::{AgentError, ReadError};
+use crate::model::{self, CgroupRoute, CgroupVersion, PressureSource, Severity};
+use crate::probe::{Level, Privileges};
+use osl_proto::text::escape;
+use osl_proto::v1;
+
+pub fn unavailable(u: &model::Unavailable) -> v1::Unavailable {
+    v1::Unavailable {
+        field: u.field.clone(),
+        reason: u.reason.clone(),
+        path: u
+            .path
+            .as_ref()
+            .map(|p| escape(p.as_os_str().as_encoded_bytes()))
+            .unwrap_or_default(),
+    }
+}
+
+fn unavailable_all(list: &[model::Unavailable]) -> Vec<v1::Unavailable> {
+    list.iter().map(unavailable).collect()
+}
+
+pub fn process_state(state: char) -> v1::ProcessState {
+    use v1::ProcessState as S;
+    match state {
+        'R' => S::Running,
+        'S' => S::Sleeping,
+        'D' => S::DiskSleep,
+        'Z' => S::Zombie,
+        'T' => S::Stopped,
+        't' => S::TracingStop,
+        'X' | 'x' => S::Dead,
+        'I' => S::Idle,
+        'P' => S::Parked,
+        'W' => S::Waking,
+        _ => S::Unspecified,
+    }
+}
+
+pub fn process(p: &model::Process) -> v1::Process {
+    let m = &p.memory;
+    v1::Process {
+        pid: p.pid,
+        start_time_ticks: p.start_time_ticks,
+        start_time_unix_ms: p.start_time_unix_ms,
+        ppid: p.ppid,
+        comm: escape(&p.comm),
+        cmdline: p.cmdline.iter().map(|a| escape(a)).collect(),
+        cmdline_redacted: p.cmdline_redacted,
+        state: process_state(p.state) as i32,
+        uid: p.ids.map(|i| i.uid),
+        euid: p.ids.map(|i| i.euid),
+        gid: p.ids.map(|i| i.gid),
+        egid: p.ids.map(|i| i.egid),
+        cpu: Some(v1::ProcessCpu {
+            utime_usec: p.cpu.utime_usec,
+            stime_usec: p.cpu.stime_usec,
+            threads: p.cpu.threads,
+            voluntary_ctxt_switches: p.cpu.voluntary_ctxt_switches,
+            nonvoluntary_ctxt_switches: p.cpu.nonvoluntary_ctxt_switches,
+            minor_faults: p.cpu.minor_faults,
+            major_faults: p.cpu.major_faults,
+        }),
+        memory: Some(v1::ProcessMemory {
+            vm_size_bytes: m.vm_size_bytes,
+            vm_rss_bytes: m.vm_rss_bytes,
+            rss_anon_bytes: m.rss_anon_bytes,
+            rss_file_bytes: m.rss_file_bytes,
+            rss_shmem_bytes: m.rss_shmem_bytes,
+            vm_hwm_bytes: m.vm_hwm_bytes,
+            vm_swap_bytes: m.vm_swap_bytes,
+            pss_bytes: m.pss_bytes,
+            pss_anon_bytes: m.pss_anon_bytes,
+            pss_file_bytes: m.pss_file_bytes,
+            pss_shmem_bytes: m.pss_shmem_bytes,
+            uss_bytes: m.uss_bytes,
+            swap_pss_bytes: m.swap_pss_bytes,
+        }),
+        fds: Some(v1::FdUsage {
+            open: p.fds.open,
+            soft_limit: p.fds.limit.and_then(|l| l.soft),
+            soft_unlimited: p.fds.limit.is_some_and(|l| l.soft.is_none()),
+            hard_limit: p.fds.limit.and_then(|l| l.hard),
+            hard_unlimited: p.fds.limit.is_some_and(|l| l.hard.is_none()),
+        }),
+        signals: p.signals.map(|s| v1::Signals {
+            pending: signal_names(s.pending),
+            blocked: signal_names(s.blocked),
+            ignored: signal_names(s.ignored),
+            caught: signal_names(s.caught),
+        }),
+        effective_capabilities: p.capabilities.map(capability_names).unwrap_or_default(),
+        tracer_pid: p.tracer_pid,
+        cgroup_path: p
+            .container_cgroup()
+            .map(|c| c.path.clone())
+            .unwrap_or_default(),
+        container_id: p.container_id().unwrap_or_default(),
+        exited_mid_read: p.exited_mid_read,
+        unavailable: unavailable_all(&p.unavailable),
+    }
+}
+
+fn location(l: &model::CgroupLocation) -> v1::CgroupLocation {
+    v1::CgroupLocation {
+        version: match l.version {
+            CgroupVersion::V1 => v1::CgroupVersion::V1,
+            CgroupVersion::V2 => v1::CgroupVersion::V2,
+        } as i32,
+        path: l.path.clone(),
+        dir: escape(l.dir.as_os_str().as_encoded_bytes()),
+        route: route(l.route).to_string(),
+    }
+}
+
+fn route(r: CgroupRoute) -> &'static str {
+    r.as_str()
+}
+
+fn pressure(p: &model::Pressure) -> v1::Pressure {
+    let line = |l: &model::PressureLine| v1::PressureLine {
+        avg10_pct: l.avg10_pct,
+        avg60_pct: l.avg60_pct,
+        avg300_pct: l.avg300_pct,
+        total_usec: l.total_usec,
+    };
+    v1::Pressure {
+        source: match p.source {
+            PressureSource::Cgroup => "cgroup",
+            PressureSource::System => "system",
+        }
+        .to_string(),
+        path: escape(p.path.as_os_str().as_encoded_bytes()),
+        some: p.some.as_ref().map(line),
+        full: p.full.as_ref().map(line),
+    }
+}
+
+pub fn container(c: &model::Container) -> v1::Container {
+    v1::Container {
+        id: c.id.clone().unwrap_or_default(),
+        name: String::new(),
+        pod_uid: c.pod_uid.clone().unwrap_or_default(),
+        pids: c.pids.clone(),
+        memory: c.memory.as_ref().map(|m| v1::CgroupMemory {
+            location: Some(location(&m.location)),
+            usage_bytes: m.usage_bytes,
+            limit_bytes: m.limit_bytes.flatten(),
+            unlimited: m.limit_bytes == Some(None),
+            working_set_bytes: m.working_set_bytes,
+            inactive_file_bytes: m.inactive_file_bytes,
+            anon_bytes: m.anon_bytes,
+            file_bytes: m.file_bytes,
+            shmem_bytes: m.shmem_bytes,
+            kernel_bytes: m.kernel_bytes,
+            slab_bytes: m.slab_bytes,
+            sock_bytes: m.sock_bytes,
+            mapped_file_bytes: m.mapped_file_bytes,
+            peak_bytes: m.peak_bytes,
+            high_events: m.high_events,
+            max_events: m.max_events,
+            oom_events: m.oom_events,
+            oom_kill_events: m.oom_kill_events,
+            failcnt: m.failcnt,
+            under_oom: m.under_oom,
+            pressure: m.pressure.as_ref().map(pressure),
+        }),
+        cpu: c.cpu.as_ref().map(|cpu| v1::CgroupCpu {
+            location: Some(location(&cpu.location)),
+            quota_usec: cpu.quota_usec.flatten(),
+            period_usec: cpu.period_usec,
+            unlimited: cpu.quota_usec == Some(None),
+            usage_usec: cpu.usage_usec,
+            periods: cpu.periods,
+            throttled_periods: cpu.throttled_periods,
+            throttled_usec: cpu.throttled_usec,
+            pressure: cpu.pressure.as_ref().map(pressure),
+        }),
+        unavailable: unavailable_all(&c.unavailable),
+    }
+}
+
+pub fn finding(f: &model::Finding) -> v1::Finding {
+    v1::Finding {
+        id: f.id.to_string(),
+        severity: match f.severity {
+            Severity::Info => v1::Severity::Info,
+            Severity::Warn => v1::Severity::Warn,
+            Severity::Critical => v1::Severity::Critical,
+        } as i32,
+        subject: f.subject.clone(),
+        pid: f.pid,
+        container_id: f.container_id.clone().unwrap_or_default(),
+        message: f.message.clone(),
+        evidence: f
+            .evidence
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        next_step: f.next_step.clone(),
+    }
+}
+
+pub fn findings(list: &[model::Finding]) -> Vec<v1::Finding> {
+    list.iter().map(finding).collect()
+}
+
+pub fn snapshot(s: &model::Snapshot, agent: v1::AgentInfo) -> v1::DiagnoseResponse {
+    v1::DiagnoseResponse {
+        agent: Some(agent),
+        taken_at_unix_ms: s.taken_at_unix_ms,
+        capture_usec: s.capture_usec,
+        processes: s.processes.iter().map(process).collect(),
+        containers: s.containers.iter().map(container).collect(),
+        findings: findings(&s.findings),
+        unavailable: unavailable_all(&s.unavailable),
+    }
+}
+
+/// The agent's description of itself; `own` is the agent process as read from /proc/self.
+pub fn agent_info(
+    privileges: &Privileges,
+    own: Option<&model::Process>,
+    uptime_msec: u64,
+) -> v1::AgentInfo {
+    v1::AgentInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id() as i32,
+        level: match privileges.level {
+            Level::Basic => v1::PrivilegeLevel::Basic,
+            Level::Ptrace => v1::PrivilegeLevel::Ptrace,
+            Level::Ebpf => v1::PrivilegeLevel::Ebpf,
+        } as i32,
+        capabilities: capability_names(privileges.capabilities),
+        limitations: unavailable_all(&privileges.limitations),
+        rss_bytes: own.and_then(|p| p.memory.vm_rss_bytes),
+        cpu_usec: own.and_then(|p| Some(p.cpu.utime_usec? + p.cpu.stime_usec?)),
+        uptime_msec: Some(uptime_msec),
+    }
+}
+
+/// The one mapping from agent errors to gRPC status codes.
+pub fn status_from(err: &AgentError) -> tonic::Status {
+    use tonic::Status;
+    let msg = err.to_string();
+    match err {
+        AgentError::ProcessNotFound { .. }
+        | AgentError::ProcessReused { .. }
+        | AgentError::NothingMatches { .. } => Status::not_found(msg),
+        AgentError::InvalidArgument(_) => Status::invalid_argument(msg),
+        AgentError::Read(ReadError::Denied { .. }) => Status::permission_denied(msg),
+        AgentError::Read(ReadError::Gone { .. }) => Status::not_found(msg),
+        AgentError::Read(ReadError::Parse { .. }) => Status::internal(msg),
+        AgentError::Read(e @ ReadError::Io { .. }) => Status::unavailable(e.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn status_codes() {
+        use tonic::Code;
+        let code = |e: AgentError| status_from(&e).code();
+        assert_eq!(code(AgentError::ProcessNotFound { pid: 1 }), Code::NotFound);
+        assert_eq!(
+            code(AgentError::ProcessReused {
+                pid: 1,
+                expected: 1,
+                found: 2
+            }),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(AgentError::InvalidArgument("x".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(
+                ReadError::Denied {
+                    path: PathBuf::from("/proc/1/fd")
+                }
+                .into()
+            ),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code(ReadError::parse("/proc/1/stat", "bad").into()),
+            Code::Internal
+        );
+        let s = status_from(&AgentError::ProcessNotFound { pid: 4242 });
+        assert_eq!(s.message(), "process 4242 not found");
+    }
+
+    #[test]
+    fn non_utf8_comm_is_escaped_on_the_wire() {
+        let p = model::Process {
+            pid: 1,
+            comm: b"a\nb\xff".to_vec(),
+            state: 'Z',
+            ..Default::default()
+        };
+        let v = process(&p);
+        assert_eq!(v.comm, "a\\nb\\xff");
+        assert_eq!(v.state, v1::ProcessState::Zombie as i32);
+    }
+}

@@ -1,0 +1,87 @@
+//! Errors. Every I/O error carries its path; API-level errors map to gRPC codes in
+//! one place (`convert::status_from`).
+
+use std::{io, path::PathBuf};
+
+/// A failure to read or parse one kernel file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// ENOENT / ESRCH: the process (or cgroup) went away, or the file does not exist.
+    #[error("{} does not exist (the process or cgroup may have gone)", path.display())]
+    Gone { path: PathBuf },
+    /// EACCES / EPERM.
+    #[error("permission denied reading {}", path.display())]
+    Denied { path: PathBuf },
+    #[error("cannot read {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot parse {}: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+}
+
+impl ReadError {
+    pub fn from_io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOENT | libc::ESRCH) => Self::Gone { path },
+            Some(libc::EACCES | libc::EPERM) => Self::Denied { path },
+            _ => Self::Io { path, source },
+        }
+    }
+
+    pub fn parse(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
+        Self::Parse {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Gone { path }
+            | Self::Denied { path }
+            | Self::Io { path, .. }
+            | Self::Parse { path, .. } => path,
+        }
+    }
+
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::Gone { .. })
+    }
+
+    /// The reason, as one lower-case sentence with its cause chained in.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Io { source, .. } => format!("{self}: {source}"),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// Errors an API call can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("process {pid} not found")]
+    ProcessNotFound { pid: i32 },
+    #[error(
+        "process {pid} is not the one asked for: its start time is {found}, not {expected} (the pid was reused)"
+    )]
+    ProcessReused { pid: i32, expected: u64, found: u64 },
+    #[error("no process matches {filter}")]
+    NothingMatches { filter: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// Reads a whole kernel file, mapping the error to [`ReadError`] with its path.
+pub fn read_file(path: impl Into<PathBuf>) -> Result<Vec<u8>, ReadError> {
+    let path = path.into();
+    std::fs::read(&path).map_err(|e| ReadError::from_io(path, e))
+}

@@ -1,0 +1,286 @@
+//! The process reader: one process from `<root>/<pid>/…`, every field it can get,
+//! with the reason for every one it cannot.
+
+pub mod parse;
+
+use crate::error::{ReadError, read_file};
+use crate::model::{FdUsage, Ids, Process, ProcessCpu, ProcessMemory, Signals, Unavailable};
+use crate::redact::redact_args;
+use std::path::{Path, PathBuf};
+
+/// PF_KTHREAD in /proc/PID/stat `flags`.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+#[derive(Debug, Clone)]
+pub struct ProcReader {
+    root: PathBuf,
+    ticks_per_sec: u64,
+    boot_time_unix_sec: Option<i64>,
+    /// The root is a real procfs, whose /proc/PID/fd reports the fd count as its size.
+    is_procfs: bool,
+}
+
+impl Default for ProcReader {
+    fn default() -> Self {
+        Self::new("/proc")
+    }
+}
+
+impl ProcReader {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let boot_time_unix_sec = read_file(root.join("stat"))
+            .ok()
+            .and_then(|b| parse::parse_btime(&b));
+        const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+        let is_procfs =
+            rustix::fs::statfs(&root).is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC);
+        Self {
+            root,
+            ticks_per_sec: rustix::param::clock_ticks_per_second(),
+            boot_time_unix_sec,
+            is_procfs,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every pid under the root, ascending.
+    pub fn pids(&self) -> Result<Vec<i32>, ReadError> {
+        let dir = std::fs::read_dir(&self.root).map_err(|e| ReadError::from_io(&self.root, e))?;
+        let mut pids: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&p| p > 0)
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Reads one process. `Err(ReadError::Gone)` when it does not exist (any more);
+    /// once stat was read, a process that exits is returned with what was read and
+    /// `exited_mid_read` set.
+    pub fn read(&self, pid: i32) -> Result<Process, ReadError> {
+        let dir = self.root.join(pid.to_string());
+        let stat_path = dir.join("stat");
+        let (comm, stat) = parse::parse_stat(&read_file(&stat_path)?)
+            .map_err(|r| ReadError::parse(&stat_path, r))?;
+        let mut p = Process {
+            pid,
+            ppid: stat.ppid,
+            start_time_ticks: stat.starttime,
+            start_time_unix_ms: self
+                .boot_time_unix_sec
+                .map(|b| b * 1000 + self.ticks_to_ms(stat.starttime)),
+            comm,
+            state: stat.state,
+            kernel_thread: stat.flags & PF_KTHREAD != 0,
+            cpu: ProcessCpu {
+                utime_usec: Some(self.ticks_to_usec(stat.utime)),
+                stime_usec: Some(self.ticks_to_usec(stat.stime)),
+                threads: u32::try_from(stat.num_threads).ok(),
+                minor_faults: Some(stat.minflt),
+                major_faults: Some(stat.majflt),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut r = Reading {
+            dir: &dir,
+            p: &mut p,
+            is_procfs: self.is_procfs,
+        };
+        r.status();
+        r.cmdline();
+        r.cgroups();
+        if r.p.kernel_thread {
+            r.p.unavailable.push(Unavailable::new(
+                "memory, fds",
+                "kernel thread: it has no user memory or files",
+            ));
+        } else if r.p.is_zombie() {
+            r.p.unavailable.push(Unavailable::new(
+                "memory.pss_bytes, fds",
+                "zombie: it has released its memory and files",
+            ));
+        } else {
+            r.fds();
+            r.smaps_rollup();
+        }
+        Ok(p)
+    }
+
+    fn ticks_to_usec(&self, ticks: u64) -> u64 {
+        ticks.saturating_mul(1_000_000) / self.ticks_per_sec.max(1)
+    }
+
+    fn ticks_to_ms(&self, ticks: u64) -> i64 {
+        i64::try_from(ticks.saturating_mul(1000) / self.ticks_per_sec.max(1)).unwrap_or(i64::MAX)
+    }
+}
+
+/// One process being read: each step records what it got, or why not, and stops
+/// reading once the process is gone.
+struct Reading<'a> {
+    dir: &'a Path,
+    p: &'a mut Process,
+    is_procfs: bool,
+}
+
+impl Reading<'_> {
+    fn file(&mut self, name: &str, field: &str) -> Option<(PathBuf, Vec<u8>)> {
+        if self.p.exited_mid_read {
+            return None;
+        }
+        let path = self.dir.join(name);
+        match read_file(&path) {
+            Ok(bytes) => Some((path, bytes)),
+            Err(e) => {
+                self.fail(field, &e);
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, field: &str, e: &ReadError) {
+        if e.is_gone() {
+            self.p.exited_mid_read = true;
+            self.p.unavailable.push(Unavailable::new(
+                field,
+                "the process exited while it was being read",
+            ));
+        } else {
+            let mut u = Unavailable::from_read(field, e);
+            if matches!(e, ReadError::Denied { .. }) {
+                u.reason
+                    .push_str(" (another user's process: the agent needs CAP_SYS_PTRACE)");
+            }
+            self.p.unavailable.push(u);
+        }
+    }
+
+    fn parsed<T>(&mut self, field: &str, path: &Path, parsed: Result<T, String>) -> Option<T> {
+        parsed
+            .map_err(|reason| self.fail(field, &ReadError::parse(path, reason)))
+            .ok()
+    }
+
+    fn status(&mut self) {
+        let Some((path, bytes)) = self.file("status", "status") else {
+            return;
+        };
+        let Some(s) = self.parsed("status", &path, parse::parse_status(&bytes)) else {
+            return;
+        };
+        let kb = |v: Option<u64>| v.map(|v| v * 1024);
+        let p = &mut *self.p;
+        p.ids = Some(Ids {
+            uid: s.ruid,
+            euid: s.euid,
+            gid: s.rgid,
+            egid: s.egid,
+        });
+        p.memory = ProcessMemory {
+            vm_size_bytes: kb(s.vmsize),
+            vm_rss_bytes: kb(s.vmrss),
+            rss_anon_bytes: kb(s.rssanon),
+            rss_file_bytes: kb(s.rssfile),
+            rss_shmem_bytes: kb(s.rssshmem),
+            vm_hwm_bytes: kb(s.vmhwm),
+            vm_swap_bytes: kb(s.vmswap),
+            ..Default::default()
+        };
+        p.cpu.voluntary_ctxt_switches = s.voluntary_ctxt_switches;
+        p.cpu.nonvoluntary_ctxt_switches = s.nonvoluntary_ctxt_switches;
+        p.signals = Some(Signals {
+            pending: s.sigpnd | s.shdpnd,
+            blocked: s.sigblk,
+            ignored: s.sigign,
+            caught: s.sigcgt,
+        });
+        p.capabilities = Some(s.capeff);
+        p.tracer_pid = Some(s.tracerpid);
+    }
+
+    fn cmdline(&mut self) {
+        let Some((_, bytes)) = self.file("cmdline", "cmdline") else {
+            return;
+        };
+        let mut args = parse::parse_cmdline(&bytes);
+        self.p.cmdline_redacted = redact_args(&mut args);
+        self.p.cmdline = args;
+    }
+
+    fn cgroups(&mut self) {
+        let Some((path, bytes)) = self.file("cgroup", "cgroup") else {
+            return;
+        };
+        if let Some(groups) = self.parsed("cgroup", &path, parse::parse_cgroups(&bytes)) {
+            self.p.cgroups = groups;
+        }
+    }
+
+    fn fds(&mut self) {
+        if self.p.exited_mid_read {
+            return;
+        }
+        let fd_dir = self.dir.join("fd");
+        let open = count_fds(&fd_dir, self.is_procfs);
+        let limit = self
+            .file("limits", "fds.limit")
+            .and_then(|(path, bytes)| self.parsed("fds.limit", &path, parse::parse_nofile(&bytes)));
+        match open {
+            Ok(n) => {
+                self.p.fds = FdUsage {
+                    open: Some(n),
+                    limit,
+                }
+            }
+            Err(e) => {
+                self.fail("fds.open", &e);
+                self.p.fds = FdUsage { open: None, limit };
+            }
+        }
+    }
+
+    fn smaps_rollup(&mut self) {
+        let Some((path, bytes)) = self.file("smaps_rollup", "memory.pss_bytes") else {
+            return;
+        };
+        if bytes.is_empty() {
+            // A process that is exiting has no mm any more: the file reads empty.
+            self.p.exited_mid_read = true;
+            self.p.unavailable.push(Unavailable::new(
+                "memory.pss_bytes",
+                "the process exited while it was being read",
+            ));
+            return;
+        }
+        let Some(r) = self.parsed("memory.pss_bytes", &path, parse::parse_smaps_rollup(&bytes))
+        else {
+            return;
+        };
+        let m = &mut self.p.memory;
+        (
+            m.pss_bytes,
+            m.pss_anon_bytes,
+            m.pss_file_bytes,
+            m.pss_shmem_bytes,
+        ) = (r.pss, r.pss_anon, r.pss_file, r.pss_shmem);
+        (m.uss_bytes, m.swap_pss_bytes) = (r.uss, r.swap_pss);
+    }
+}
+
+/// Open fds: since Linux 6.2 `stat()` of /proc/PID/fd reports the count as its
+/// size; older kernels report 0 and the directory is counted.
+fn count_fds(fd_dir: &Path, is_procfs: bool) -> Result<u64, ReadError> {
+    if is_procfs {
+        let meta = std::fs::metadata(fd_dir).map_err(|e| ReadError::from_io(fd_dir, e))?;
+        if meta.len() > 0 {
+            return Ok(meta.len());
+        }
+    }
+    let entries = std::fs::read_dir(fd_dir).map_err(|e| ReadError::from_io(fd_dir, e))?;
+    Ok(entries.filter(|e| e.is_ok()).count() as u64)
+}

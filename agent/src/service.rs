@@ -1,0 +1,191 @@
+//! The agent's API: [`Agent`] answers osl.v1 requests (used in-process by
+//! `kubectl-osl --local`), and [`DiagnosticsService`] serves it over gRPC.
+
+use crate::convert;
+use crate::error::{AgentError, Result};
+use crate::findings;
+use crate::model::Filter;
+use crate::probe::{Privileges, probe};
+use crate::proc::ProcReader;
+use crate::snapshot::{Collector, Roots};
+use osl_proto::v1;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug)]
+pub struct Agent {
+    collector: Collector,
+    privileges: Privileges,
+    own: ProcReader,
+    started: Instant,
+}
+
+impl Agent {
+    pub fn new(roots: &Roots) -> Self {
+        Self {
+            collector: Collector::new(roots),
+            privileges: probe(&roots.proc),
+            own: ProcReader::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn privileges(&self) -> &Privileges {
+        &self.privileges
+    }
+
+    pub fn info(&self) -> v1::AgentInfo {
+        let own = self.own.read(std::process::id() as i32).ok();
+        convert::agent_info(
+            &self.privileges,
+            own.as_ref(),
+            self.started.elapsed().as_millis() as u64,
+        )
+    }
+
+    pub fn diagnose(&self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse> {
+        let snapshot = self.collector.snapshot(&filter_from(req.filter)?)?;
+        Ok(convert::snapshot(&snapshot, self.info()))
+    }
+
+    pub fn list_processes(
+        &self,
+        req: v1::ListProcessesRequest,
+    ) -> Result<v1::ListProcessesResponse> {
+        let taken_at_unix_ms = now_unix_ms();
+        let (processes, unavailable) = self.collector.processes(&filter_from(req.filter)?)?;
+        Ok(v1::ListProcessesResponse {
+            agent: Some(self.info()),
+            taken_at_unix_ms,
+            processes: processes.iter().map(convert::process).collect(),
+            unavailable: unavailable.iter().map(convert::unavailable).collect(),
+        })
+    }
+
+    pub fn get_process(&self, req: v1::GetProcessRequest) -> Result<v1::GetProcessResponse> {
+        let p = self.collector.process(req.pid, req.start_time_ticks)?;
+        let findings = findings::evaluate(std::slice::from_ref(&p), &[]);
+        Ok(v1::GetProcessResponse {
+            agent: Some(self.info()),
+            process: Some(convert::process(&p)),
+            findings: convert::findings(&findings),
+        })
+    }
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Validates a request's filter.
+fn filter_from(filter: Option<v1::Filter>) -> Result<Filter> {
+    let f = filter.unwrap_or_default();
+    if let Some(bad) = f.pids.iter().find(|&&p| p <= 0) {
+        return Err(AgentError::InvalidArgument(format!(
+            "pid {bad} is not a process id"
+        )));
+    }
+    let id = f.container_id.trim().to_ascii_lowercase();
+    if !id.bytes().all(|b| b.is_ascii_hexdigit()) || id.len() > 64 {
+        return Err(AgentError::InvalidArgument(format!(
+            "container id {:?} is not a hex container id (or a prefix of one)",
+            f.container_id
+        )));
+    }
+    Ok(Filter {
+        pids: f.pids,
+        container_id: (!id.is_empty()).then_some(id),
+    })
+}
+
+/// osl.v1.Diagnostics over gRPC. Reads run on the blocking pool: /proc reads block.
+#[derive(Debug, Clone)]
+pub struct DiagnosticsService {
+    agent: Arc<Agent>,
+}
+
+impl DiagnosticsService {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Self { agent }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(Response::new(v)),
+        Ok(Err(e)) => Err(convert::status_from(&e)),
+        Err(e) => Err(Status::internal(format!(
+            "the request's reader failed: {e}"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
+    async fn diagnose(
+        &self,
+        req: Request<v1::DiagnoseRequest>,
+    ) -> Result<Response<v1::DiagnoseResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.diagnose(req.into_inner())).await
+    }
+
+    async fn list_processes(
+        &self,
+        req: Request<v1::ListProcessesRequest>,
+    ) -> Result<Response<v1::ListProcessesResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.list_processes(req.into_inner())).await
+    }
+
+    async fn get_process(
+        &self,
+        req: Request<v1::GetProcessRequest>,
+    ) -> Result<Response<v1::GetProcessResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.get_process(req.into_inner())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_validated() {
+        assert!(filter_from(None).unwrap().is_empty());
+        let bad_pid = v1::Filter {
+            pids: vec![0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            filter_from(Some(bad_pid)),
+            Err(AgentError::InvalidArgument(_))
+        ));
+        let bad_id = v1::Filter {
+            container_id: "../etc".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            filter_from(Some(bad_id)),
+            Err(AgentError::InvalidArgument(_))
+        ));
+        let ok = v1::Filter {
+            container_id: "3F2A".into(),
+            pids: vec![4],
+        };
+        assert_eq!(
+            filter_from(Some(ok)).unwrap(),
+            Filter {
+                pids: vec![4],
+                container_id: Some("3f2a".into())
+            }
+        );
+    }
+}

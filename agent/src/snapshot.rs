@@ -1,0 +1,168 @@
+//! The collector: every visible process, grouped into containers, with findings.
+//! A process that vanishes mid-scan is skipped (before its first read) or marked
+//! (after); it never fails the whole snapshot.
+
+use crate::cgroup::CgroupReader;
+use crate::error::{AgentError, ReadError};
+use crate::findings;
+use crate::model::{Container, Filter, Process, Snapshot, Unavailable};
+use crate::proc::ProcReader;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the agent reads the OS from.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub proc: PathBuf,
+    /// A directory laid out like the host's /sys/fs/cgroup, tried before any mount.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Self {
+            proc: PathBuf::from("/proc"),
+            cgroup: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Collector {
+    procs: ProcReader,
+    cgroups: Result<CgroupReader, ReadError>,
+}
+
+impl Collector {
+    pub fn new(roots: &Roots) -> Self {
+        Self {
+            procs: ProcReader::new(&roots.proc),
+            cgroups: CgroupReader::new(&roots.proc, roots.cgroup.clone()),
+        }
+    }
+
+    pub fn proc_reader(&self) -> &ProcReader {
+        &self.procs
+    }
+
+    /// The processes the filter selects. A filter naming pids none of which exist is
+    /// an error; pids that exist are returned even if others named do not.
+    pub fn processes(
+        &self,
+        filter: &Filter,
+    ) -> Result<(Vec<Process>, Vec<Unavailable>), AgentError> {
+        let mut unavailable = Vec::new();
+        let pids = if filter.pids.is_empty() {
+            self.procs.pids()?
+        } else {
+            filter.pids.clone()
+        };
+        let mut processes = Vec::with_capacity(pids.len());
+        for pid in pids {
+            if pid <= 0 {
+                return Err(AgentError::InvalidArgument(format!(
+                    "pid {pid} is not a process id"
+                )));
+            }
+            match self.procs.read(pid) {
+                Ok(p) => processes.push(p),
+                // Gone before its first read: it exited, or never was (a pid asked for).
+                Err(ReadError::Gone { .. }) if filter.pids.is_empty() => {}
+                Err(ReadError::Gone { .. }) => {
+                    unavailable.push(Unavailable::new(format!("pid {pid}"), "no such process"));
+                }
+                Err(e) => unavailable.push(Unavailable::from_read(format!("pid {pid}"), &e)),
+            }
+        }
+        if let Some(want) = &filter.container_id {
+            processes.retain(|p| {
+                p.container_id()
+                    .is_some_and(|id| id.starts_with(want.as_str()))
+            });
+            if processes.is_empty() {
+                return Err(AgentError::NothingMatches {
+                    filter: format!("container id {want}"),
+                });
+            }
+        }
+        if processes.is_empty() && !filter.pids.is_empty() {
+            return Err(AgentError::ProcessNotFound {
+                pid: filter.pids[0],
+            });
+        }
+        Ok((processes, unavailable))
+    }
+
+    /// One process; with `start_time_ticks`, only if it is still that process.
+    pub fn process(&self, pid: i32, start_time_ticks: Option<u64>) -> Result<Process, AgentError> {
+        if pid <= 0 {
+            return Err(AgentError::InvalidArgument(format!(
+                "pid {pid} is not a process id"
+            )));
+        }
+        let p = self.procs.read(pid).map_err(|e| match e {
+            ReadError::Gone { .. } => AgentError::ProcessNotFound { pid },
+            e => e.into(),
+        })?;
+        match start_time_ticks {
+            Some(expected) if expected != p.start_time_ticks => Err(AgentError::ProcessReused {
+                pid,
+                expected,
+                found: p.start_time_ticks,
+            }),
+            _ => Ok(p),
+        }
+    }
+
+    /// Containers of these processes: one per cgroup, read once.
+    pub fn containers(&self, processes: &[Process]) -> (Vec<Container>, Vec<Unavailable>) {
+        let reader = match &self.cgroups {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), vec![Unavailable::from_read("containers", e)]),
+        };
+        let mut groups: BTreeMap<&str, Vec<&Process>> = BTreeMap::new();
+        for p in processes.iter().filter(|p| !p.kernel_thread) {
+            if let Some(m) = p.container_cgroup() {
+                groups.entry(m.path.as_str()).or_default().push(p);
+            }
+        }
+        let containers = groups
+            .into_values()
+            .map(|members| {
+                let first = members[0];
+                let mut c = reader.read_container(first.pid, &first.cgroups);
+                c.pids = members.iter().map(|p| p.pid).collect();
+                c
+            })
+            .collect();
+        (containers, Vec::new())
+    }
+
+    pub fn snapshot(&self, filter: &Filter) -> Result<Snapshot, AgentError> {
+        let started = Instant::now();
+        let taken_at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let (processes, mut unavailable) = self.processes(filter)?;
+        let (containers, more) = self.containers(&processes);
+        unavailable.extend(more);
+        if filter.is_empty() && processes.iter().all(|p| p.pid == std::process::id() as i32) {
+            unavailable.push(Unavailable::new(
+                "other processes",
+                "the agent sees no process but itself: run it in the pod's PID namespace \
+                 (shareProcessNamespace: true, or `kubectl osl attach`)",
+            ));
+        }
+        let findings = findings::evaluate(&processes, &containers);
+        Ok(Snapshot {
+            taken_at_unix_ms,
+            capture_usec: started.elapsed().as_micros() as u64,
+            processes,
+            containers,
+            findings,
+            unavailable,
+        })
+    }
+}

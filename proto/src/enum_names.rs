@@ -1,0 +1,94 @@
+//! Serde for prost's `i32` enum fields: written as the value's short lower-case
+//! name (`SEVERITY_CRITICAL` → `"critical"`); read back from that name, the full
+//! proto name, or the number. An unknown number is written as the number.
+
+macro_rules! enum_names {
+    ($module:ident, $ty:ty, $prefix:literal) => {
+        pub mod $module {
+            use serde::{Deserialize, Deserializer, Serializer};
+
+            pub fn serialize<S: Serializer>(value: &i32, s: S) -> Result<S::Ok, S::Error> {
+                match <$ty>::try_from(*value) {
+                    Ok(v) => s.serialize_str(&short_name(v.as_str_name())),
+                    Err(_) => s.serialize_i32(*value),
+                }
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum NameOrNumber {
+                    Number(i32),
+                    Name(String),
+                }
+                match NameOrNumber::deserialize(d)? {
+                    NameOrNumber::Number(n) => Ok(n),
+                    NameOrNumber::Name(name) => {
+                        let full = format!("{}{}", $prefix, name.to_ascii_uppercase());
+                        <$ty>::from_str_name(&full)
+                            .or_else(|| <$ty>::from_str_name(&name))
+                            .map(|v| v as i32)
+                            .ok_or_else(|| {
+                                serde::de::Error::custom(format!("unknown value {name:?}"))
+                            })
+                    }
+                }
+            }
+
+            /// `SEVERITY_CRITICAL` → `critical`.
+            pub fn short_name(full: &str) -> String {
+                full.strip_prefix($prefix)
+                    .unwrap_or(full)
+                    .to_ascii_lowercase()
+            }
+
+            /// The short name of a raw enum value, as serde writes it.
+            pub fn name_of(value: i32) -> String {
+                match <$ty>::try_from(value) {
+                    Ok(v) => short_name(v.as_str_name()),
+                    Err(_) => value.to_string(),
+                }
+            }
+        }
+    };
+}
+
+enum_names!(severity, crate::v1::Severity, "SEVERITY_");
+enum_names!(process_state, crate::v1::ProcessState, "PROCESS_STATE_");
+enum_names!(cgroup_version, crate::v1::CgroupVersion, "CGROUP_VERSION_");
+enum_names!(
+    privilege_level,
+    crate::v1::PrivilegeLevel,
+    "PRIVILEGE_LEVEL_"
+);
+
+#[cfg(test)]
+mod tests {
+    use crate::v1::{Finding, Severity};
+
+    #[test]
+    fn enums_round_trip_as_short_names() {
+        let f = Finding {
+            severity: Severity::Critical as i32,
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["severity"], "critical");
+        let back: Finding = serde_json::from_value(json).unwrap();
+        assert_eq!(back.severity, Severity::Critical as i32);
+    }
+
+    #[test]
+    fn enums_accept_full_names_and_numbers_and_keep_unknown_numbers() {
+        let f: Finding = serde_json::from_str(r#"{"severity":"SEVERITY_WARN"}"#).unwrap();
+        assert_eq!(f.severity, Severity::Warn as i32);
+        let f: Finding = serde_json::from_str(r#"{"severity":3}"#).unwrap();
+        assert_eq!(f.severity, Severity::Critical as i32);
+        let unknown = Finding {
+            severity: 42,
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&unknown).unwrap()["severity"], 42);
+        assert!(serde_json::from_str::<Finding>(r#"{"severity":"nope"}"#).is_err());
+    }
+}
