@@ -5,12 +5,8 @@
 use prost::Message;
 use std::{env, fs, io, path::PathBuf};
 
-const PROTOS: &[&str] = &[
-    "osl/v1/common.proto",
-    "osl/v1/process.proto",
-    "osl/v1/cgroup.proto",
-    "osl/v1/diagnostics.proto",
-];
+const PROTOS: &[&str] =
+    &["osl/v1/common.proto", "osl/v1/process.proto", "osl/v1/cgroup.proto", "osl/v1/diagnostics.proto"];
 
 /// Enum-typed fields: serde writes them as their proto names, not numbers.
 const ENUM_FIELDS: &[(&str, &str)] = &[
@@ -33,10 +29,7 @@ fn main() -> io::Result<()> {
         .type_attribute(".osl.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
         .message_attribute(".osl.v1", "#[serde(default)]");
     for (field, module) in ENUM_FIELDS {
-        builder = builder.field_attribute(
-            field,
-            format!("#[serde(with = \"crate::enum_names::{module}\")]"),
-        );
+        builder = builder.field_attribute(field, format!("#[serde(with = \"crate::enum_names::{module}\")]"));
     }
     builder.compile_fds(fds)
 }

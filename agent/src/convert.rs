@@ -12,11 +12,7 @@ pub fn unavailable(u: &model::Unavailable) -> v1::Unavailable {
     v1::Unavailable {
         field: u.field.clone(),
         reason: u.reason.clone(),
-        path: u
-            .path
-            .as_ref()
-            .map(|p| escape(p.as_os_str().as_encoded_bytes()))
-            .unwrap_or_default(),
+        path: u.path.as_ref().map(|p| escape(p.as_os_str().as_encoded_bytes())).unwrap_or_default(),
     }
 }
 
@@ -95,10 +91,7 @@ pub fn process(p: &model::Process) -> v1::Process {
         }),
         effective_capabilities: p.capabilities.map(capability_names).unwrap_or_default(),
         tracer_pid: p.tracer_pid,
-        cgroup_path: p
-            .container_cgroup()
-            .map(|c| c.path.clone())
-            .unwrap_or_default(),
+        cgroup_path: p.container_cgroup().map(|c| c.path.clone()).unwrap_or_default(),
         container_id: p.container_id().unwrap_or_default(),
         exited_mid_read: p.exited_mid_read,
         unavailable: unavailable_all(&p.unavailable),
@@ -196,11 +189,7 @@ pub fn finding(f: &model::Finding) -> v1::Finding {
         pid: f.pid,
         container_id: f.container_id.clone().unwrap_or_default(),
         message: f.message.clone(),
-        evidence: f
-            .evidence
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
+        evidence: f.evidence.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         next_step: f.next_step.clone(),
     }
 }
@@ -222,11 +211,7 @@ pub fn snapshot(s: &model::Snapshot, agent: v1::AgentInfo) -> v1::DiagnoseRespon
 }
 
 /// The agent's description of itself; `own` is the agent process as read from /proc/self.
-pub fn agent_info(
-    privileges: &Privileges,
-    own: Option<&model::Process>,
-    uptime_msec: u64,
-) -> v1::AgentInfo {
+pub fn agent_info(privileges: &Privileges, own: Option<&model::Process>, uptime_msec: u64) -> v1::AgentInfo {
     v1::AgentInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id() as i32,
@@ -248,9 +233,9 @@ pub fn status_from(err: &AgentError) -> tonic::Status {
     use tonic::Status;
     let msg = err.to_string();
     match err {
-        AgentError::ProcessNotFound { .. }
-        | AgentError::ProcessReused { .. }
-        | AgentError::NothingMatches { .. } => Status::not_found(msg),
+        AgentError::ProcessNotFound { .. } | AgentError::ProcessReused { .. } | AgentError::NothingMatches { .. } => {
+            Status::not_found(msg)
+        }
         AgentError::InvalidArgument(_) => Status::invalid_argument(msg),
         AgentError::Read(ReadError::Denied { .. }) => Status::permission_denied(msg),
         AgentError::Read(ReadError::Gone { .. }) => Status::not_found(msg),
@@ -269,43 +254,17 @@ mod tests {
         use tonic::Code;
         let code = |e: AgentError| status_from(&e).code();
         assert_eq!(code(AgentError::ProcessNotFound { pid: 1 }), Code::NotFound);
-        assert_eq!(
-            code(AgentError::ProcessReused {
-                pid: 1,
-                expected: 1,
-                found: 2
-            }),
-            Code::NotFound
-        );
-        assert_eq!(
-            code(AgentError::InvalidArgument("x".into())),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            code(
-                ReadError::Denied {
-                    path: PathBuf::from("/proc/1/fd")
-                }
-                .into()
-            ),
-            Code::PermissionDenied
-        );
-        assert_eq!(
-            code(ReadError::parse("/proc/1/stat", "bad").into()),
-            Code::Internal
-        );
+        assert_eq!(code(AgentError::ProcessReused { pid: 1, expected: 1, found: 2 }), Code::NotFound);
+        assert_eq!(code(AgentError::InvalidArgument("x".into())), Code::InvalidArgument);
+        assert_eq!(code(ReadError::Denied { path: PathBuf::from("/proc/1/fd") }.into()), Code::PermissionDenied);
+        assert_eq!(code(ReadError::parse("/proc/1/stat", "bad").into()), Code::Internal);
         let s = status_from(&AgentError::ProcessNotFound { pid: 4242 });
         assert_eq!(s.message(), "process 4242 not found");
     }
 
     #[test]
     fn non_utf8_comm_is_escaped_on_the_wire() {
-        let p = model::Process {
-            pid: 1,
-            comm: b"a\nb\xff".to_vec(),
-            state: 'Z',
-            ..Default::default()
-        };
+        let p = model::Process { pid: 1, comm: b"a\nb\xff".to_vec(), state: 'Z', ..Default::default() };
         let v = process(&p);
         assert_eq!(v.comm, "a\\nb\\xff");
         assert_eq!(v.state, v1::ProcessState::Zombie as i32);

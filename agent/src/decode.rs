@@ -3,10 +3,7 @@
 /// Signal names for a mask where bit n-1 stands for signal n, as `kill -l` names
 /// them on x86_64 and aarch64 (glibc reserves 32 and 33; SIGRTMIN is 34).
 pub fn signal_names(mask: u64) -> Vec<String> {
-    (1..=64u32)
-        .filter(|n| mask & (1u64 << (n - 1)) != 0)
-        .map(signal_name)
-        .collect()
+    (1..=64u32).filter(|n| mask & (1u64 << (n - 1)) != 0).map(signal_name).collect()
 }
 
 pub fn signal_name(n: u32) -> String {
@@ -100,11 +97,7 @@ pub fn capability_names(mask: u64) -> Vec<String> {
     ];
     (0..64u32)
         .filter(|bit| mask & (1u64 << bit) != 0)
-        .map(|bit| {
-            NAMES
-                .get(bit as usize)
-                .map_or_else(|| format!("CAP_{bit}"), |n| n.to_string())
-        })
+        .map(|bit| NAMES.get(bit as usize).map_or_else(|| format!("CAP_{bit}"), |n| n.to_string()))
         .collect()
 }
 
@@ -124,10 +117,7 @@ mod tests {
     #[test]
     fn signal_masks_decode_like_kill_l() {
         // SigCgt of a typical Go program and of bash, as /proc shows them.
-        assert_eq!(
-            signal_names(0x0000_0000_0001_4002),
-            ["SIGINT", "SIGTERM", "SIGCHLD"]
-        );
+        assert_eq!(signal_names(0x0000_0000_0001_4002), ["SIGINT", "SIGTERM", "SIGCHLD"]);
         assert_eq!(signal_names(1 << 33), ["SIGRTMIN"]);
         assert_eq!(signal_names(1 << 34 | 1 << 63), ["SIGRTMIN+1", "SIGRTMAX"]);
         assert_eq!(signal_names(1 << 49), ["SIGRTMAX-14"]);
@@ -158,10 +148,7 @@ mod tests {
                 "CAP_SETFCAP"
             ]
         );
-        assert_eq!(
-            capability_names(1 << 39 | 1 << 38),
-            ["CAP_PERFMON", "CAP_BPF"]
-        );
+        assert_eq!(capability_names(1 << 39 | 1 << 38), ["CAP_PERFMON", "CAP_BPF"]);
         assert_eq!(capability_names(1 << 45), ["CAP_45"]);
         assert!(has_capability(0x80000, CAP_SYS_PTRACE));
     }

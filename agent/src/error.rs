@@ -33,18 +33,12 @@ impl ReadError {
     }
 
     pub fn parse(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
-        Self::Parse {
-            path: path.into(),
-            reason: reason.to_string(),
-        }
+        Self::Parse { path: path.into(), reason: reason.to_string() }
     }
 
     pub fn path(&self) -> &std::path::Path {
         match self {
-            Self::Gone { path }
-            | Self::Denied { path }
-            | Self::Io { path, .. }
-            | Self::Parse { path, .. } => path,
+            Self::Gone { path } | Self::Denied { path } | Self::Io { path, .. } | Self::Parse { path, .. } => path,
         }
     }
 
@@ -66,9 +60,7 @@ impl ReadError {
 pub enum AgentError {
     #[error("process {pid} not found")]
     ProcessNotFound { pid: i32 },
-    #[error(
-        "process {pid} is not the one asked for: its start time is {found}, not {expected} (the pid was reused)"
-    )]
+    #[error("process {pid} is not the one asked for: its start time is {found}, not {expected} (the pid was reused)")]
     ProcessReused { pid: i32, expected: u64, found: u64 },
     #[error("no process matches {filter}")]
     NothingMatches { filter: String },

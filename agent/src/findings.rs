@@ -11,15 +11,9 @@ pub struct Thresholds {
     pub critical: f64,
 }
 
-pub const NEAR_LIMIT: Thresholds = Thresholds {
-    warn: 0.85,
-    critical: 0.95,
-};
+pub const NEAR_LIMIT: Thresholds = Thresholds { warn: 0.85, critical: 0.95 };
 /// Share of CFS periods throttled (since the cgroup was created).
-pub const THROTTLED: Thresholds = Thresholds {
-    warn: 0.20,
-    critical: 0.50,
-};
+pub const THROTTLED: Thresholds = Thresholds { warn: 0.20, critical: 0.50 };
 /// Fewer periods than this say nothing about throttling.
 const MIN_PERIODS: u64 = 100;
 
@@ -52,12 +46,7 @@ pub fn evaluate(processes: &[Process], containers: &[Container]) -> Vec<Finding>
 }
 
 pub fn sort(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.id.cmp(b.id))
-            .then(a.subject.cmp(&b.subject))
-    });
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(b.id)).then(a.subject.cmp(&b.subject)));
 }
 
 pub fn process_subject(p: &Process) -> String {
@@ -79,13 +68,7 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn container_finding(
-    c: &Container,
-    id: &'static str,
-    severity: Severity,
-    message: String,
-    next_step: &str,
-) -> Finding {
+fn container_finding(c: &Container, id: &'static str, severity: Severity, message: String, next_step: &str) -> Finding {
     Finding {
         id,
         severity,
@@ -123,11 +106,8 @@ fn memory_near_limit(c: &Container, out: &mut Vec<Finding>) {
         "find the biggest processes with `kubectl osl mem` (PSS, anon); if usage keeps growing it is a leak \
          (take a heap profile), otherwise raise resources.limits.memory",
     );
-    f.evidence = vec![
-        ("working_set_bytes", ws.to_string()),
-        ("limit_bytes", limit.to_string()),
-        ("usage_pct", pct(ratio)),
-    ];
+    f.evidence =
+        vec![("working_set_bytes", ws.to_string()), ("limit_bytes", limit.to_string()), ("usage_pct", pct(ratio))];
     out.push(f);
 }
 
@@ -232,11 +212,7 @@ fn zombies(processes: &[Process], out: &mut Vec<Finding>) {
     for (ppid, pids) in by_parent {
         let parent = processes.iter().find(|p| p.pid == ppid);
         let subject = parent.map_or_else(|| format!("pid {ppid}"), process_subject);
-        let list = pids
-            .iter()
-            .map(i32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = pids.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
         out.push(Finding {
             id: "process.zombie",
             severity: Severity::Warn,
@@ -255,9 +231,7 @@ fn zombies(processes: &[Process], out: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        CgroupCpu, CgroupLocation, CgroupMemory, CgroupRoute, CgroupVersion, FdUsage, Rlimit,
-    };
+    use crate::model::{CgroupCpu, CgroupLocation, CgroupMemory, CgroupRoute, CgroupVersion, FdUsage, Rlimit};
 
     fn loc() -> CgroupLocation {
         CgroupLocation {
@@ -273,11 +247,7 @@ mod tests {
         m.working_set_bytes = Some(ws);
         m.limit_bytes = Some(limit);
         m.oom_kill_events = Some(kills);
-        Container {
-            id: Some("ab".repeat(32)),
-            memory: Some(m),
-            ..Default::default()
-        }
+        Container { id: Some("ab".repeat(32)), memory: Some(m), ..Default::default() }
     }
 
     fn process(pid: i32, open: u64, soft: Option<u64>) -> Process {
@@ -285,10 +255,7 @@ mod tests {
             pid,
             comm: b"app".to_vec(),
             state: 'S',
-            fds: FdUsage {
-                open: Some(open),
-                limit: Some(Rlimit { soft, hard: soft }),
-            },
+            fds: FdUsage { open: Some(open), limit: Some(Rlimit { soft, hard: soft }) },
             ..Default::default()
         }
     }
@@ -300,18 +267,9 @@ mod tests {
     #[test]
     fn memory_thresholds() {
         assert!(evaluate(&[], &[container(84, Some(100), 0)]).is_empty());
-        assert_eq!(
-            ids(&evaluate(&[], &[container(85, Some(100), 0)])),
-            [("memory.near_limit", Severity::Warn)]
-        );
-        assert_eq!(
-            ids(&evaluate(&[], &[container(95, Some(100), 0)])),
-            [("memory.near_limit", Severity::Critical)]
-        );
-        assert!(
-            evaluate(&[], &[container(95, None, 0)]).is_empty(),
-            "unlimited never fires"
-        );
+        assert_eq!(ids(&evaluate(&[], &[container(85, Some(100), 0)])), [("memory.near_limit", Severity::Warn)]);
+        assert_eq!(ids(&evaluate(&[], &[container(95, Some(100), 0)])), [("memory.near_limit", Severity::Critical)]);
+        assert!(evaluate(&[], &[container(95, None, 0)]).is_empty(), "unlimited never fires");
         let f = &evaluate(&[], &[container(90, Some(100), 0)])[0];
         assert_eq!(f.subject, "container abababababab");
         assert!(f.message.contains("90.0%"), "{}", f.message);
@@ -320,42 +278,22 @@ mod tests {
     #[test]
     fn oom_kills_are_critical_and_sorted_first() {
         let f = evaluate(&[process(7, 90, Some(100))], &[container(10, Some(100), 2)]);
-        assert_eq!(
-            ids(&f),
-            [
-                ("memory.oom_killed", Severity::Critical),
-                ("fd.near_limit", Severity::Warn)
-            ]
-        );
-        assert!(
-            f[0].evidence
-                .contains(&("oom_kill_events", "2".to_string()))
-        );
+        assert_eq!(ids(&f), [("memory.oom_killed", Severity::Critical), ("fd.near_limit", Severity::Warn)]);
+        assert!(f[0].evidence.contains(&("oom_kill_events", "2".to_string())));
     }
 
     #[test]
     fn fd_thresholds() {
         assert!(evaluate(&[process(1, 84, Some(100))], &[]).is_empty());
-        assert_eq!(
-            ids(&evaluate(&[process(1, 63, Some(64))], &[])),
-            [("fd.near_limit", Severity::Critical)]
-        );
-        assert!(
-            evaluate(&[process(1, 63, None)], &[]).is_empty(),
-            "unlimited never fires"
-        );
+        assert_eq!(ids(&evaluate(&[process(1, 63, Some(64))], &[])), [("fd.near_limit", Severity::Critical)]);
+        assert!(evaluate(&[process(1, 63, None)], &[]).is_empty(), "unlimited never fires");
     }
 
     #[test]
     fn zombies_are_grouped_by_parent() {
         let mut parent = process(10, 1, Some(1024));
         parent.comm = b"bash".to_vec();
-        let zombie = |pid| Process {
-            pid,
-            ppid: 10,
-            state: 'Z',
-            ..Default::default()
-        };
+        let zombie = |pid| Process { pid, ppid: 10, state: 'Z', ..Default::default() };
         let f = evaluate(&[parent, zombie(11), zombie(12)], &[]);
         assert_eq!(ids(&f), [("process.zombie", Severity::Warn)]);
         assert_eq!(f[0].subject, "pid 10 (bash)");
@@ -379,18 +317,8 @@ mod tests {
         };
         assert!(evaluate(&[], &[cpu(50, 50)]).is_empty());
         assert!(evaluate(&[], &[cpu(1000, 100)]).is_empty());
-        assert_eq!(
-            ids(&evaluate(&[], &[cpu(1000, 300)])),
-            [("cpu.throttled", Severity::Warn)]
-        );
-        assert_eq!(
-            ids(&evaluate(&[], &[cpu(1000, 600)])),
-            [("cpu.throttled", Severity::Critical)]
-        );
-        assert!(
-            evaluate(&[], &[cpu(1000, 600)])[0]
-                .message
-                .contains("0.50 CPUs")
-        );
+        assert_eq!(ids(&evaluate(&[], &[cpu(1000, 300)])), [("cpu.throttled", Severity::Warn)]);
+        assert_eq!(ids(&evaluate(&[], &[cpu(1000, 600)])), [("cpu.throttled", Severity::Critical)]);
+        assert!(evaluate(&[], &[cpu(1000, 600)])[0].message.contains("0.50 CPUs"));
     }
 }

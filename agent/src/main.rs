@@ -9,11 +9,7 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(
-    name = "osl-agent",
-    version,
-    about = "osl's in-pod agent: serves what the OS sees over gRPC"
-)]
+#[command(name = "osl-agent", version, about = "osl's in-pod agent: serves what the OS sees over gRPC")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,11 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
@@ -66,10 +58,9 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> =
-                std::iter::successors(Some(&*e as &dyn std::error::Error), |e| e.source())
-                    .map(ToString::to_string)
-                    .collect();
+            let chain: Vec<String> = std::iter::successors(Some(&*e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect();
             error!(error = chain.join(": "), "osl-agent stopped");
             ExitCode::FAILURE
         }
@@ -83,10 +74,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             "listening on a non-loopback address: anyone who can reach it can read every process in this pod"
         );
     }
-    let roots = Roots {
-        proc: args.proc_root,
-        cgroup: args.cgroup_root,
-    };
+    let roots = Roots { proc: args.proc_root, cgroup: args.cgroup_root };
     let agent = Arc::new(Agent::new(&roots));
     let p = agent.privileges();
     info!(level = ?p.level, limitations = p.limitations.len(), "privileges probed");
@@ -105,10 +93,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// SIGTERM (kubelet) or SIGINT (a terminal).
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         warn!("cannot install signal handlers; stop the agent with SIGKILL");
         return std::future::pending().await;
     };
@@ -119,11 +104,8 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("OSL_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSL_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -15,19 +15,11 @@ pub struct Unavailable {
 
 impl Unavailable {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-            path: None,
-        }
+        Self { field: field.into(), reason: reason.into(), path: None }
     }
 
     pub fn from_read(field: impl Into<String>, err: &crate::error::ReadError) -> Self {
-        Self {
-            field: field.into(),
-            reason: err.reason(),
-            path: Some(err.path().to_path_buf()),
-        }
+        Self { field: field.into(), reason: err.reason(), path: Some(err.path().to_path_buf()) }
     }
 }
 
@@ -315,10 +307,7 @@ impl Filter {
 
     pub fn matches(&self, p: &Process, container_id: Option<&str>) -> bool {
         (self.pids.is_empty() || self.pids.contains(&p.pid))
-            && self
-                .container_id
-                .as_deref()
-                .is_none_or(|want| container_id.is_some_and(|id| id.starts_with(want)))
+            && self.container_id.as_deref().is_none_or(|want| container_id.is_some_and(|id| id.starts_with(want)))
     }
 }
 

@@ -59,24 +59,18 @@ pub fn probe(proc_root: &Path) -> Privileges {
         ));
     }
     if !bpf {
-        limitations.push(Unavailable::new(
-            "in-kernel syscall counting",
-            "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)",
-        ));
+        limitations
+            .push(Unavailable::new("in-kernel syscall counting", "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"));
     }
     let sysctl = |name: &str| -> Option<i64> {
         let b = read_file(proc_root.join("sys/kernel").join(name)).ok()?;
         std::str::from_utf8(&b).ok()?.trim().parse().ok()
     };
     match sysctl("yama/ptrace_scope") {
-        Some(3) => limitations.push(Unavailable::new(
-            "ptrace",
-            "disabled on this node (kernel.yama.ptrace_scope = 3)",
-        )),
-        Some(2) if !ptrace => limitations.push(Unavailable::new(
-            "ptrace",
-            "needs CAP_SYS_PTRACE (kernel.yama.ptrace_scope = 2)",
-        )),
+        Some(3) => limitations.push(Unavailable::new("ptrace", "disabled on this node (kernel.yama.ptrace_scope = 3)")),
+        Some(2) if !ptrace => {
+            limitations.push(Unavailable::new("ptrace", "needs CAP_SYS_PTRACE (kernel.yama.ptrace_scope = 2)"))
+        }
         _ => {}
     }
     if let Some(paranoid) = sysctl("perf_event_paranoid").filter(|&p| p > 2)
@@ -87,11 +81,7 @@ pub fn probe(proc_root: &Path) -> Privileges {
             format!("kernel.perf_event_paranoid = {paranoid}: perf events need CAP_PERFMON"),
         ));
     }
-    Privileges {
-        level,
-        capabilities,
-        limitations,
-    }
+    Privileges { level, capabilities, limitations }
 }
 
 #[cfg(test)]
@@ -116,36 +106,17 @@ mod tests {
 
     #[test]
     fn levels_follow_capabilities() {
-        assert_eq!(
-            probe(fake_proc("0000000000000000", None).path()).level,
-            Level::Basic
-        );
-        assert_eq!(
-            probe(fake_proc("0000000000080000", None).path()).level,
-            Level::Ptrace
-        );
-        assert_eq!(
-            probe(fake_proc("000000c000080000", None).path()).level,
-            Level::Ebpf
-        );
-        assert_eq!(
-            probe(fake_proc("000001ffffffffff", None).path()).level,
-            Level::Ebpf
-        );
+        assert_eq!(probe(fake_proc("0000000000000000", None).path()).level, Level::Basic);
+        assert_eq!(probe(fake_proc("0000000000080000", None).path()).level, Level::Ptrace);
+        assert_eq!(probe(fake_proc("000000c000080000", None).path()).level, Level::Ebpf);
+        assert_eq!(probe(fake_proc("000001ffffffffff", None).path()).level, Level::Ebpf);
     }
 
     #[test]
     fn limitations_say_why() {
         let basic = probe(fake_proc("0000000000000000", Some("3\n")).path());
         let fields: Vec<_> = basic.limitations.iter().map(|l| l.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "other users' processes",
-                "in-kernel syscall counting",
-                "ptrace"
-            ]
-        );
+        assert_eq!(fields, ["other users' processes", "in-kernel syscall counting", "ptrace"]);
         assert!(basic.limitations[2].reason.contains("ptrace_scope = 3"));
         let full = probe(fake_proc("000001ffffffffff", Some("1\n")).path());
         assert!(full.limitations.is_empty(), "{:?}", full.limitations);

@@ -61,10 +61,8 @@ fn is_secret_key(key: &[u8]) -> bool {
 fn redact_url_userinfo(arg: &[u8]) -> Option<Vec<u8>> {
     let scheme_end = find(arg, b"://")? + 3;
     let rest = &arg[scheme_end..];
-    let authority_end = rest
-        .iter()
-        .position(|&b| b == b'/' || b == b'?' || b == b'#' || b == b' ')
-        .unwrap_or(rest.len());
+    let authority_end =
+        rest.iter().position(|&b| b == b'/' || b == b'?' || b == b'#' || b == b' ').unwrap_or(rest.len());
     let at = rest[..authority_end].iter().rposition(|&b| b == b'@')?;
     let mut out = arg[..scheme_end].to_vec();
     out.extend_from_slice(REDACTED);
@@ -89,102 +87,38 @@ mod tests {
     fn run(args: &[&str]) -> (Vec<String>, bool) {
         let mut v: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
         let r = redact_args(&mut v);
-        (
-            v.into_iter()
-                .map(|a| String::from_utf8(a).unwrap())
-                .collect(),
-            r,
-        )
+        (v.into_iter().map(|a| String::from_utf8(a).unwrap()).collect(), r)
     }
 
     #[test]
     fn key_value_secrets_are_redacted() {
-        let (out, r) = run(&[
-            "app",
-            "--db-password=hunter2",
-            "API_TOKEN=abc",
-            "--client_secret=s",
-            "--port=80",
-        ]);
+        let (out, r) = run(&["app", "--db-password=hunter2", "API_TOKEN=abc", "--client_secret=s", "--port=80"]);
         assert!(r);
         assert_eq!(
             out,
-            [
-                "app",
-                "--db-password=<redacted>",
-                "API_TOKEN=<redacted>",
-                "--client_secret=<redacted>",
-                "--port=80"
-            ]
+            ["app", "--db-password=<redacted>", "API_TOKEN=<redacted>", "--client_secret=<redacted>", "--port=80"]
         );
     }
 
     #[test]
     fn flag_then_value_secrets_are_redacted() {
-        let (out, _) = run(&[
-            "mysql",
-            "--password",
-            "hunter2",
-            "--user",
-            "root",
-            "--token",
-            "--verbose",
-        ]);
-        assert_eq!(
-            out,
-            [
-                "mysql",
-                "--password",
-                "<redacted>",
-                "--user",
-                "root",
-                "--token",
-                "--verbose"
-            ]
-        );
+        let (out, _) = run(&["mysql", "--password", "hunter2", "--user", "root", "--token", "--verbose"]);
+        assert_eq!(out, ["mysql", "--password", "<redacted>", "--user", "root", "--token", "--verbose"]);
     }
 
     #[test]
     fn url_userinfo_is_redacted() {
-        let (out, r) = run(&[
-            "psql",
-            "postgres://app:hunter2@db:5432/shop?sslmode=require",
-            "--dsn=https://u@h/x",
-        ]);
+        let (out, r) = run(&["psql", "postgres://app:hunter2@db:5432/shop?sslmode=require", "--dsn=https://u@h/x"]);
         assert!(r);
-        assert_eq!(
-            out,
-            [
-                "psql",
-                "postgres://<redacted>@db:5432/shop?sslmode=require",
-                "--dsn=https://<redacted>@h/x"
-            ]
-        );
+        assert_eq!(out, ["psql", "postgres://<redacted>@db:5432/shop?sslmode=require", "--dsn=https://<redacted>@h/x"]);
         let (out, _) = run(&["a=http://x:y@h/,http://p:q@i/"]);
         assert_eq!(out, ["a=http://<redacted>@h/,http://<redacted>@i/"]);
     }
 
     #[test]
     fn ordinary_arguments_are_kept() {
-        let (out, r) = run(&[
-            "nginx",
-            "-g",
-            "daemon off;",
-            "http://example.com/path@x",
-            "--authority-file",
-            "a.pem",
-        ]);
+        let (out, r) = run(&["nginx", "-g", "daemon off;", "http://example.com/path@x", "--authority-file", "a.pem"]);
         assert!(!r);
-        assert_eq!(
-            out,
-            [
-                "nginx",
-                "-g",
-                "daemon off;",
-                "http://example.com/path@x",
-                "--authority-file",
-                "a.pem"
-            ]
-        );
+        assert_eq!(out, ["nginx", "-g", "daemon off;", "http://example.com/path@x", "--authority-file", "a.pem"]);
     }
 }

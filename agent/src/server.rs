@@ -28,9 +28,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DiagnosticsServer<DiagnosticsService>>()
-        .await;
+    health.set_serving::<DiagnosticsServer<DiagnosticsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(osl_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;

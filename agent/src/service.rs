@@ -5,7 +5,7 @@ use crate::convert;
 use crate::error::{AgentError, Result};
 use crate::findings;
 use crate::model::Filter;
-use crate::probe::{Privileges, probe};
+use crate::probe::{Level, Privileges, probe};
 use crate::proc::ProcReader;
 use crate::snapshot::{Collector, Roots};
 use osl_proto::v1;
@@ -23,9 +23,10 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(roots: &Roots) -> Self {
+        let privileges = probe(&roots.proc);
         Self {
-            collector: Collector::new(roots),
-            privileges: probe(&roots.proc),
+            collector: Collector::new(roots, privileges.level >= Level::Ptrace),
+            privileges,
             own: ProcReader::default(),
             started: Instant::now(),
         }
@@ -37,11 +38,7 @@ impl Agent {
 
     pub fn info(&self) -> v1::AgentInfo {
         let own = self.own.read(std::process::id() as i32).ok();
-        convert::agent_info(
-            &self.privileges,
-            own.as_ref(),
-            self.started.elapsed().as_millis() as u64,
-        )
+        convert::agent_info(&self.privileges, own.as_ref(), self.started.elapsed().as_millis() as u64)
     }
 
     pub fn diagnose(&self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse> {
@@ -49,10 +46,7 @@ impl Agent {
         Ok(convert::snapshot(&snapshot, self.info()))
     }
 
-    pub fn list_processes(
-        &self,
-        req: v1::ListProcessesRequest,
-    ) -> Result<v1::ListProcessesResponse> {
+    pub fn list_processes(&self, req: v1::ListProcessesRequest) -> Result<v1::ListProcessesResponse> {
         let taken_at_unix_ms = now_unix_ms();
         let (processes, unavailable) = self.collector.processes(&filter_from(req.filter)?)?;
         Ok(v1::ListProcessesResponse {
@@ -75,19 +69,14 @@ impl Agent {
 }
 
 fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// Validates a request's filter.
 fn filter_from(filter: Option<v1::Filter>) -> Result<Filter> {
     let f = filter.unwrap_or_default();
     if let Some(bad) = f.pids.iter().find(|&&p| p <= 0) {
-        return Err(AgentError::InvalidArgument(format!(
-            "pid {bad} is not a process id"
-        )));
+        return Err(AgentError::InvalidArgument(format!("pid {bad} is not a process id")));
     }
     let id = f.container_id.trim().to_ascii_lowercase();
     if !id.bytes().all(|b| b.is_ascii_hexdigit()) || id.len() > 64 {
@@ -96,10 +85,7 @@ fn filter_from(filter: Option<v1::Filter>) -> Result<Filter> {
             f.container_id
         )));
     }
-    Ok(Filter {
-        pids: f.pids,
-        container_id: (!id.is_empty()).then_some(id),
-    })
+    Ok(Filter { pids: f.pids, container_id: (!id.is_empty()).then_some(id) })
 }
 
 /// osl.v1.Diagnostics over gRPC. Reads run on the blocking pool: /proc reads block.
@@ -114,24 +100,17 @@ impl DiagnosticsService {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<Response<T>, Status> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<Response<T>, Status> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(Response::new(v)),
         Ok(Err(e)) => Err(convert::status_from(&e)),
-        Err(e) => Err(Status::internal(format!(
-            "the request's reader failed: {e}"
-        ))),
+        Err(e) => Err(Status::internal(format!("the request's reader failed: {e}"))),
     }
 }
 
 #[tonic::async_trait]
 impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
-    async fn diagnose(
-        &self,
-        req: Request<v1::DiagnoseRequest>,
-    ) -> Result<Response<v1::DiagnoseResponse>, Status> {
+    async fn diagnose(&self, req: Request<v1::DiagnoseRequest>) -> Result<Response<v1::DiagnoseResponse>, Status> {
         let agent = self.agent.clone();
         blocking(move || agent.diagnose(req.into_inner())).await
     }
@@ -160,32 +139,11 @@ mod tests {
     #[test]
     fn filters_are_validated() {
         assert!(filter_from(None).unwrap().is_empty());
-        let bad_pid = v1::Filter {
-            pids: vec![0],
-            ..Default::default()
-        };
-        assert!(matches!(
-            filter_from(Some(bad_pid)),
-            Err(AgentError::InvalidArgument(_))
-        ));
-        let bad_id = v1::Filter {
-            container_id: "../etc".into(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            filter_from(Some(bad_id)),
-            Err(AgentError::InvalidArgument(_))
-        ));
-        let ok = v1::Filter {
-            container_id: "3F2A".into(),
-            pids: vec![4],
-        };
-        assert_eq!(
-            filter_from(Some(ok)).unwrap(),
-            Filter {
-                pids: vec![4],
-                container_id: Some("3f2a".into())
-            }
-        );
+        let bad_pid = v1::Filter { pids: vec![0], ..Default::default() };
+        assert!(matches!(filter_from(Some(bad_pid)), Err(AgentError::InvalidArgument(_))));
+        let bad_id = v1::Filter { container_id: "../etc".into(), ..Default::default() };
+        assert!(matches!(filter_from(Some(bad_id)), Err(AgentError::InvalidArgument(_))));
+        let ok = v1::Filter { container_id: "3F2A".into(), pids: vec![4] };
+        assert_eq!(filter_from(Some(ok)).unwrap(), Filter { pids: vec![4], container_id: Some("3f2a".into()) });
     }
 }

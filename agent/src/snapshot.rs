@@ -21,10 +21,7 @@ pub struct Roots {
 
 impl Default for Roots {
     fn default() -> Self {
-        Self {
-            proc: PathBuf::from("/proc"),
-            cgroup: None,
-        }
+        Self { proc: PathBuf::from("/proc"), cgroup: None }
     }
 }
 
@@ -35,9 +32,10 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(roots: &Roots) -> Self {
+    /// `has_sys_ptrace`: whether the reader holds CAP_SYS_PTRACE (it explains refusals).
+    pub fn new(roots: &Roots, has_sys_ptrace: bool) -> Self {
         Self {
-            procs: ProcReader::new(&roots.proc),
+            procs: ProcReader::new(&roots.proc).with_denied_hint(crate::proc::denied_hint(has_sys_ptrace)),
             cgroups: CgroupReader::new(&roots.proc, roots.cgroup.clone()),
         }
     }
@@ -48,22 +46,13 @@ impl Collector {
 
     /// The processes the filter selects. A filter naming pids none of which exist is
     /// an error; pids that exist are returned even if others named do not.
-    pub fn processes(
-        &self,
-        filter: &Filter,
-    ) -> Result<(Vec<Process>, Vec<Unavailable>), AgentError> {
+    pub fn processes(&self, filter: &Filter) -> Result<(Vec<Process>, Vec<Unavailable>), AgentError> {
         let mut unavailable = Vec::new();
-        let pids = if filter.pids.is_empty() {
-            self.procs.pids()?
-        } else {
-            filter.pids.clone()
-        };
+        let pids = if filter.pids.is_empty() { self.procs.pids()? } else { filter.pids.clone() };
         let mut processes = Vec::with_capacity(pids.len());
         for pid in pids {
             if pid <= 0 {
-                return Err(AgentError::InvalidArgument(format!(
-                    "pid {pid} is not a process id"
-                )));
+                return Err(AgentError::InvalidArgument(format!("pid {pid} is not a process id")));
             }
             match self.procs.read(pid) {
                 Ok(p) => processes.push(p),
@@ -76,20 +65,13 @@ impl Collector {
             }
         }
         if let Some(want) = &filter.container_id {
-            processes.retain(|p| {
-                p.container_id()
-                    .is_some_and(|id| id.starts_with(want.as_str()))
-            });
+            processes.retain(|p| p.container_id().is_some_and(|id| id.starts_with(want.as_str())));
             if processes.is_empty() {
-                return Err(AgentError::NothingMatches {
-                    filter: format!("container id {want}"),
-                });
+                return Err(AgentError::NothingMatches { filter: format!("container id {want}") });
             }
         }
         if processes.is_empty() && !filter.pids.is_empty() {
-            return Err(AgentError::ProcessNotFound {
-                pid: filter.pids[0],
-            });
+            return Err(AgentError::ProcessNotFound { pid: filter.pids[0] });
         }
         Ok((processes, unavailable))
     }
@@ -97,20 +79,16 @@ impl Collector {
     /// One process; with `start_time_ticks`, only if it is still that process.
     pub fn process(&self, pid: i32, start_time_ticks: Option<u64>) -> Result<Process, AgentError> {
         if pid <= 0 {
-            return Err(AgentError::InvalidArgument(format!(
-                "pid {pid} is not a process id"
-            )));
+            return Err(AgentError::InvalidArgument(format!("pid {pid} is not a process id")));
         }
         let p = self.procs.read(pid).map_err(|e| match e {
             ReadError::Gone { .. } => AgentError::ProcessNotFound { pid },
             e => e.into(),
         })?;
         match start_time_ticks {
-            Some(expected) if expected != p.start_time_ticks => Err(AgentError::ProcessReused {
-                pid,
-                expected,
-                found: p.start_time_ticks,
-            }),
+            Some(expected) if expected != p.start_time_ticks => {
+                Err(AgentError::ProcessReused { pid, expected, found: p.start_time_ticks })
+            }
             _ => Ok(p),
         }
     }
@@ -141,10 +119,8 @@ impl Collector {
 
     pub fn snapshot(&self, filter: &Filter) -> Result<Snapshot, AgentError> {
         let started = Instant::now();
-        let taken_at_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let taken_at_unix_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
         let (processes, mut unavailable) = self.processes(filter)?;
         let (containers, more) = self.containers(&processes);
         unavailable.extend(more);

@@ -28,18 +28,14 @@ macro_rules! enum_names {
                         <$ty>::from_str_name(&full)
                             .or_else(|| <$ty>::from_str_name(&name))
                             .map(|v| v as i32)
-                            .ok_or_else(|| {
-                                serde::de::Error::custom(format!("unknown value {name:?}"))
-                            })
+                            .ok_or_else(|| serde::de::Error::custom(format!("unknown value {name:?}")))
                     }
                 }
             }
 
             /// `SEVERITY_CRITICAL` → `critical`.
             pub fn short_name(full: &str) -> String {
-                full.strip_prefix($prefix)
-                    .unwrap_or(full)
-                    .to_ascii_lowercase()
+                full.strip_prefix($prefix).unwrap_or(full).to_ascii_lowercase()
             }
 
             /// The short name of a raw enum value, as serde writes it.
@@ -56,11 +52,7 @@ macro_rules! enum_names {
 enum_names!(severity, crate::v1::Severity, "SEVERITY_");
 enum_names!(process_state, crate::v1::ProcessState, "PROCESS_STATE_");
 enum_names!(cgroup_version, crate::v1::CgroupVersion, "CGROUP_VERSION_");
-enum_names!(
-    privilege_level,
-    crate::v1::PrivilegeLevel,
-    "PRIVILEGE_LEVEL_"
-);
+enum_names!(privilege_level, crate::v1::PrivilegeLevel, "PRIVILEGE_LEVEL_");
 
 #[cfg(test)]
 mod tests {
@@ -68,10 +60,7 @@ mod tests {
 
     #[test]
     fn enums_round_trip_as_short_names() {
-        let f = Finding {
-            severity: Severity::Critical as i32,
-            ..Default::default()
-        };
+        let f = Finding { severity: Severity::Critical as i32, ..Default::default() };
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["severity"], "critical");
         let back: Finding = serde_json::from_value(json).unwrap();
@@ -84,10 +73,7 @@ mod tests {
         assert_eq!(f.severity, Severity::Warn as i32);
         let f: Finding = serde_json::from_str(r#"{"severity":3}"#).unwrap();
         assert_eq!(f.severity, Severity::Critical as i32);
-        let unknown = Finding {
-            severity: 42,
-            ..Default::default()
-        };
+        let unknown = Finding { severity: 42, ..Default::default() };
         assert_eq!(serde_json::to_value(&unknown).unwrap()["severity"], 42);
         assert!(serde_json::from_str::<Finding>(r#"{"severity":"nope"}"#).is_err());
     }

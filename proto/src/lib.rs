@@ -18,8 +18,7 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of `osl.v1` (with its imports), for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/osl_v1_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/osl_v1_descriptor.bin"));
 
 /// The fully qualified gRPC service name, for health checks.
 pub const DIAGNOSTICS_SERVICE: &str = "osl.v1.Diagnostics";

@@ -81,10 +81,7 @@ mod tests {
 
     #[test]
     fn printable_utf8_passes_through() {
-        assert_eq!(
-            escape("java -Xmx1g héllo 日本".as_bytes()),
-            "java -Xmx1g héllo 日本"
-        );
+        assert_eq!(escape("java -Xmx1g héllo 日本".as_bytes()), "java -Xmx1g héllo 日本");
     }
 
     #[test]
@@ -99,13 +96,7 @@ mod tests {
 
     #[test]
     fn every_byte_sequence_round_trips() {
-        let samples: [&[u8]; 5] = [
-            b"",
-            b"plain",
-            b"\\x41 is not A",
-            b"\xff\n\x00\\",
-            "é\u{7f}".as_bytes(),
-        ];
+        let samples: [&[u8]; 5] = [b"", b"plain", b"\\x41 is not A", b"\xff\n\x00\\", "é\u{7f}".as_bytes()];
         for s in samples {
             assert_eq!(unescape(&escape(s)).unwrap(), s, "{s:?}");
         }

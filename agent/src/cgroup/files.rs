@@ -9,20 +9,13 @@ const V1_UNLIMITED_FLOOR: u64 = 0x7FFF_FFFF_FFFF_F000;
 
 /// A file holding one number.
 pub fn single_u64(bytes: &[u8]) -> Result<u64, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| "not UTF-8".to_string())?
-        .trim();
-    text.parse()
-        .map_err(|_| format!("expected a number, found {:?}", truncate(text)))
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?.trim();
+    text.parse().map_err(|_| format!("expected a number, found {:?}", truncate(text)))
 }
 
 /// v2 `memory.max`: a number or `max`. `Ok(None)` is unlimited.
 pub fn v2_limit(bytes: &[u8]) -> Result<Option<u64>, String> {
-    if bytes.trim_ascii() == b"max" {
-        Ok(None)
-    } else {
-        single_u64(bytes).map(Some)
-    }
+    if bytes.trim_ascii() == b"max" { Ok(None) } else { single_u64(bytes).map(Some) }
 }
 
 /// v1 `memory.limit_in_bytes`. `Ok(None)` is unlimited.
@@ -37,14 +30,10 @@ pub fn v1_limit_value(v: u64) -> Option<u64> {
 
 /// v1 `cpu.cfs_quota_us`: `-1` is no quota.
 pub fn v1_quota(bytes: &[u8]) -> Result<Option<u64>, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| "not UTF-8".to_string())?
-        .trim();
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?.trim();
     match text.parse::<i64>() {
         Ok(-1) => Ok(None),
-        Ok(v) => u64::try_from(v)
-            .map(Some)
-            .map_err(|_| format!("negative quota {v}")),
+        Ok(v) => u64::try_from(v).map(Some).map_err(|_| format!("negative quota {v}")),
         Err(_) => Err(format!("expected a number, found {:?}", truncate(text))),
     }
 }
@@ -55,17 +44,10 @@ pub fn v2_cpu_max(bytes: &[u8]) -> Result<(Option<u64>, u64), String> {
     let mut parts = text.split_whitespace();
     let quota = match parts.next() {
         Some("max") => None,
-        Some(v) => Some(
-            v.parse()
-                .map_err(|_| format!("bad quota {:?}", truncate(v)))?,
-        ),
+        Some(v) => Some(v.parse().map_err(|_| format!("bad quota {:?}", truncate(v)))?),
         None => return Err("empty".into()),
     };
-    let period = parts
-        .next()
-        .ok_or("no period")?
-        .parse()
-        .map_err(|_| "bad period".to_string())?;
+    let period = parts.next().ok_or("no period")?.parse().map_err(|_| "bad period".to_string())?;
     Ok((quota, period))
 }
 
@@ -79,9 +61,7 @@ pub fn flat_keyed(bytes: &[u8]) -> Result<HashMap<String, u64>, String> {
         let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(format!("expected 'key value', found {:?}", truncate(line)));
         };
-        let value = value
-            .parse()
-            .map_err(|_| format!("{key}: expected a number, found {:?}", truncate(value)))?;
+        let value = value.parse().map_err(|_| format!("{key}: expected a number, found {:?}", truncate(value)))?;
         map.insert(key.to_string(), value);
     }
     Ok(map)
@@ -97,28 +77,20 @@ pub fn pressure(bytes: &[u8]) -> Result<(Option<PressureLine>, Option<PressureLi
         let kind = parts.next().unwrap_or_default();
         let mut values = HashMap::new();
         for part in parts {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("expected key=value, found {:?}", truncate(part)))?;
+            let (k, v) =
+                part.split_once('=').ok_or_else(|| format!("expected key=value, found {:?}", truncate(part)))?;
             values.insert(k, v);
         }
         let avg = |k: &str| -> Result<f64, String> {
             let v = values.get(k).ok_or_else(|| format!("{kind}: no {k}"))?;
-            v.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| format!("{kind}: bad {k} {v:?}"))
+            v.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(|| format!("{kind}: bad {k} {v:?}"))
         };
-        let total = values
-            .get("total")
-            .ok_or_else(|| format!("{kind}: no total"))?;
+        let total = values.get("total").ok_or_else(|| format!("{kind}: no total"))?;
         let parsed = PressureLine {
             avg10_pct: avg("avg10")?,
             avg60_pct: avg("avg60")?,
             avg300_pct: avg("avg300")?,
-            total_usec: total
-                .parse()
-                .map_err(|_| format!("{kind}: bad total {total:?}"))?,
+            total_usec: total.parse().map_err(|_| format!("{kind}: bad total {total:?}"))?,
         };
         match kind {
             "some" => some = Some(parsed),

@@ -11,8 +11,8 @@ pub mod mounts;
 
 use crate::error::{ReadError, read_file};
 use crate::model::{
-    CgroupCpu, CgroupLocation, CgroupMembership, CgroupMemory, CgroupRoute, CgroupVersion,
-    Container, Pressure, PressureSource, Unavailable,
+    CgroupCpu, CgroupLocation, CgroupMembership, CgroupMemory, CgroupRoute, CgroupVersion, Container, Pressure,
+    PressureSource, Unavailable,
 };
 use mounts::{CgroupMount, relative_to};
 use std::path::{Path, PathBuf};
@@ -27,19 +27,11 @@ pub struct CgroupReader {
 impl CgroupReader {
     /// `proc_root` is where `self/mountinfo`, `PID/mountinfo`, `PID/root` and
     /// `pressure/*` are found (normally `/proc`).
-    pub fn new(
-        proc_root: impl Into<PathBuf>,
-        configured_root: Option<PathBuf>,
-    ) -> Result<Self, ReadError> {
+    pub fn new(proc_root: impl Into<PathBuf>, configured_root: Option<PathBuf>) -> Result<Self, ReadError> {
         let proc_root = proc_root.into();
         let path = proc_root.join("self/mountinfo");
-        let agent_mounts = mounts::parse_cgroup_mounts(&read_file(&path)?)
-            .map_err(|r| ReadError::parse(&path, r))?;
-        Ok(Self {
-            proc_root,
-            agent_mounts,
-            configured_root,
-        })
+        let agent_mounts = mounts::parse_cgroup_mounts(&read_file(&path)?).map_err(|r| ReadError::parse(&path, r))?;
+        Ok(Self { proc_root, agent_mounts, configured_root })
     }
 
     /// The container of a process: its memory and cpu cgroups, read.
@@ -59,11 +51,7 @@ impl CgroupReader {
             }
         };
         let v1_memory = membership_for(cgroups, CgroupVersion::V1, Some("memory")).is_some();
-        let memory_version = if v1_memory {
-            CgroupVersion::V1
-        } else {
-            CgroupVersion::V2
-        };
+        let memory_version = if v1_memory { CgroupVersion::V1 } else { CgroupVersion::V2 };
         if let Some(loc) = locate(memory_version, Some("memory"), &mut c.unavailable) {
             c.cgroup_path = loc.path.clone();
             c.memory = Some(self.read_memory(loc, &mut c.unavailable));
@@ -94,114 +82,65 @@ impl CgroupReader {
         process_mounts: &mut Option<Result<Vec<CgroupMount>, ReadError>>,
     ) -> Result<CgroupLocation, String> {
         let path = &membership.path;
-        let found = |dir: PathBuf, route| CgroupLocation {
-            version,
-            path: path.clone(),
-            dir,
-            route,
-        };
+        let found = |dir: PathBuf, route| CgroupLocation { version, path: path.clone(), dir, route };
         if let Some(root) = &self.configured_root
             && let Some(dir) = configured_dir(root, path, version, controller)
         {
             return Ok(found(dir, CgroupRoute::ConfiguredRoot));
         }
-        if let Some(dir) = find_dir(
-            Path::new("/"),
-            &self.agent_mounts,
-            path,
-            version,
-            controller,
-        ) {
+        if let Some(dir) = find_dir(Path::new("/"), &self.agent_mounts, path, version, controller) {
             return Ok(found(dir, CgroupRoute::AgentMount));
         }
         let pid_dir = self.proc_root.join(pid.to_string());
         let mounts = process_mounts.get_or_insert_with(|| {
             let mi = pid_dir.join("mountinfo");
-            read_file(&mi)
-                .and_then(|b| mounts::parse_cgroup_mounts(&b).map_err(|r| ReadError::parse(&mi, r)))
+            read_file(&mi).and_then(|b| mounts::parse_cgroup_mounts(&b).map_err(|r| ReadError::parse(&mi, r)))
         });
         match mounts {
             Ok(mounts) => find_dir(&pid_dir.join("root"), mounts, path, version, controller)
                 .map(|dir| found(dir, CgroupRoute::ProcessRoot))
                 .ok_or_else(|| {
-                    format!("cgroup {path} is not visible through the agent's cgroup mounts nor through /proc/{pid}/root")
+                    format!(
+                        "cgroup {path} is not visible through the agent's cgroup mounts nor through /proc/{pid}/root"
+                    )
                 }),
-            Err(e) => Err(format!(
-                "cgroup {path} is not visible through the agent's cgroup mounts, and {}",
-                e.reason()
-            )),
+            Err(e) => {
+                Err(format!("cgroup {path} is not visible through the agent's cgroup mounts, and {}", e.reason()))
+            }
         }
     }
 
-    fn read_memory(
-        &self,
-        location: CgroupLocation,
-        unavailable: &mut Vec<Unavailable>,
-    ) -> CgroupMemory {
-        let mut f = Files {
-            dir: &location.dir,
-            unavailable,
-        };
+    fn read_memory(&self, location: CgroupLocation, unavailable: &mut Vec<Unavailable>) -> CgroupMemory {
+        let mut f = Files { dir: &location.dir, unavailable };
         let v1 = location.version == CgroupVersion::V1;
         let mut m = if v1 {
-            let stat = f
-                .read("memory.stat", "memory.stat", files::flat_keyed)
-                .unwrap_or_default();
-            let own_limit = f.read(
-                "memory.limit_in_bytes",
-                "memory.limit_bytes",
-                files::v1_limit,
-            );
+            let stat = f.read("memory.stat", "memory.stat", files::flat_keyed).unwrap_or_default();
+            let own_limit = f.read("memory.limit_in_bytes", "memory.limit_bytes", files::v1_limit);
             // The effective limit is the smallest along the path to the root.
-            let hierarchical = stat
-                .get("hierarchical_memory_limit")
-                .map(|&v| files::v1_limit_value(v));
+            let hierarchical = stat.get("hierarchical_memory_limit").map(|&v| files::v1_limit_value(v));
             let limit_bytes = match (own_limit, hierarchical) {
                 (Some(own), Some(h)) => Some(min_limit(own, h)),
                 (own, _) => own,
             };
-            let oom = f.read(
-                "memory.oom_control",
-                "memory.oom_kill_events",
-                files::flat_keyed,
-            );
+            let oom = f.read("memory.oom_control", "memory.oom_kill_events", files::flat_keyed);
             CgroupMemory {
-                usage_bytes: f.read(
-                    "memory.usage_in_bytes",
-                    "memory.usage_bytes",
-                    files::single_u64,
-                ),
+                usage_bytes: f.read("memory.usage_in_bytes", "memory.usage_bytes", files::single_u64),
                 limit_bytes,
                 inactive_file_bytes: stat.get("total_inactive_file").copied(),
                 anon_bytes: stat.get("total_rss").copied(),
                 file_bytes: stat.get("total_cache").copied(),
                 shmem_bytes: stat.get("total_shmem").copied(),
                 mapped_file_bytes: stat.get("total_mapped_file").copied(),
-                kernel_bytes: f.optional(
-                    "memory.kmem.usage_in_bytes",
-                    "memory.kernel_bytes",
-                    files::single_u64,
-                ),
-                peak_bytes: f.read(
-                    "memory.max_usage_in_bytes",
-                    "memory.peak_bytes",
-                    files::single_u64,
-                ),
+                kernel_bytes: f.optional("memory.kmem.usage_in_bytes", "memory.kernel_bytes", files::single_u64),
+                peak_bytes: f.read("memory.max_usage_in_bytes", "memory.peak_bytes", files::single_u64),
                 failcnt: f.read("memory.failcnt", "memory.failcnt", files::single_u64),
                 oom_kill_events: oom.as_ref().and_then(|o| o.get("oom_kill").copied()),
-                under_oom: oom
-                    .as_ref()
-                    .and_then(|o| o.get("under_oom"))
-                    .map(|&v| v != 0),
+                under_oom: oom.as_ref().and_then(|o| o.get("under_oom")).map(|&v| v != 0),
                 ..CgroupMemory::at(location.clone())
             }
         } else {
-            let stat = f
-                .read("memory.stat", "memory.stat", files::flat_keyed)
-                .unwrap_or_default();
-            let events = f
-                .read("memory.events", "memory.events", files::flat_keyed)
-                .unwrap_or_default();
+            let stat = f.read("memory.stat", "memory.stat", files::flat_keyed).unwrap_or_default();
+            let events = f.read("memory.events", "memory.events", files::flat_keyed).unwrap_or_default();
             CgroupMemory {
                 usage_bytes: f.read("memory.current", "memory.usage_bytes", files::single_u64),
                 limit_bytes: f.read("memory.max", "memory.limit_bytes", files::v2_limit),
@@ -232,13 +171,8 @@ impl CgroupReader {
         acct: Option<&CgroupLocation>,
         u: &mut Vec<Unavailable>,
     ) -> CgroupCpu {
-        let mut f = Files {
-            dir: &location.dir,
-            unavailable: u,
-        };
-        let stat = f
-            .read("cpu.stat", "cpu.stat", files::flat_keyed)
-            .unwrap_or_default();
+        let mut f = Files { dir: &location.dir, unavailable: u };
+        let stat = f.read("cpu.stat", "cpu.stat", files::flat_keyed).unwrap_or_default();
         let mut cpu = CgroupCpu {
             quota_usec: f.read("cpu.cfs_quota_us", "cpu.quota_usec", files::v1_quota),
             period_usec: f.read("cpu.cfs_period_us", "cpu.period_usec", files::single_u64),
@@ -250,26 +184,16 @@ impl CgroupReader {
             location: location.clone(),
         };
         if let Some(acct) = acct {
-            let mut f = Files {
-                dir: &acct.dir,
-                unavailable: u,
-            };
-            cpu.usage_usec = f
-                .read("cpuacct.usage", "cpu.usage_usec", files::single_u64)
-                .map(|ns| ns / 1000);
+            let mut f = Files { dir: &acct.dir, unavailable: u };
+            cpu.usage_usec = f.read("cpuacct.usage", "cpu.usage_usec", files::single_u64).map(|ns| ns / 1000);
         }
         cpu.pressure = self.pressure(&location, "cpu", u);
         cpu
     }
 
     fn read_cpu_v2(&self, location: CgroupLocation, u: &mut Vec<Unavailable>) -> CgroupCpu {
-        let mut f = Files {
-            dir: &location.dir,
-            unavailable: u,
-        };
-        let stat = f
-            .read("cpu.stat", "cpu.stat", files::flat_keyed)
-            .unwrap_or_default();
+        let mut f = Files { dir: &location.dir, unavailable: u };
+        let stat = f.read("cpu.stat", "cpu.stat", files::flat_keyed).unwrap_or_default();
         let max = f.optional("cpu.max", "cpu.quota_usec", files::v2_cpu_max);
         let mut cpu = CgroupCpu {
             quota_usec: max.map(|(q, _)| q),
@@ -286,31 +210,17 @@ impl CgroupReader {
     }
 
     /// The cgroup's own PSI file on v2; the system's /proc/pressure file otherwise.
-    fn pressure(
-        &self,
-        location: &CgroupLocation,
-        resource: &str,
-        u: &mut Vec<Unavailable>,
-    ) -> Option<Pressure> {
+    fn pressure(&self, location: &CgroupLocation, resource: &str, u: &mut Vec<Unavailable>) -> Option<Pressure> {
         let field = format!("{resource}.pressure");
         let own = location.dir.join(format!("{resource}.pressure"));
         let (source, path) = if location.version == CgroupVersion::V2 && own.exists() {
             (PressureSource::Cgroup, own)
         } else {
-            (
-                PressureSource::System,
-                self.proc_root.join("pressure").join(resource),
-            )
+            (PressureSource::System, self.proc_root.join("pressure").join(resource))
         };
-        let parsed = read_file(&path)
-            .and_then(|b| files::pressure(&b).map_err(|r| ReadError::parse(&path, r)));
+        let parsed = read_file(&path).and_then(|b| files::pressure(&b).map_err(|r| ReadError::parse(&path, r)));
         match parsed {
-            Ok((some, full)) => Some(Pressure {
-                source,
-                path,
-                some,
-                full,
-            }),
+            Ok((some, full)) => Some(Pressure { source, path, some, full }),
             Err(e) => {
                 u.push(Unavailable::from_read(field, &e));
                 None
@@ -328,9 +238,7 @@ fn membership_for<'a>(
 ) -> Option<&'a CgroupMembership> {
     cgroups.iter().find(|m| match version {
         CgroupVersion::V2 => m.hierarchy == 0,
-        CgroupVersion::V1 => {
-            m.hierarchy != 0 && controller.is_some_and(|c| m.controllers.iter().any(|n| n == c))
-        }
+        CgroupVersion::V1 => m.hierarchy != 0 && controller.is_some_and(|c| m.controllers.iter().any(|n| n == c)),
     })
 }
 
@@ -343,35 +251,23 @@ fn find_dir(
     version: CgroupVersion,
     controller: Option<&str>,
 ) -> Option<PathBuf> {
-    mounts
-        .iter()
-        .filter(|m| m.holds(version, controller))
-        .find_map(|m| {
-            let rel = relative_to(path, &m.root)?;
-            let mount_point = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
-            let dir = base.join(mount_point).join(rel);
-            dir.is_dir().then_some(dir)
-        })
+    mounts.iter().filter(|m| m.holds(version, controller)).find_map(|m| {
+        let rel = relative_to(path, &m.root)?;
+        let mount_point = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
+        let dir = base.join(mount_point).join(rel);
+        dir.is_dir().then_some(dir)
+    })
 }
 
 /// A configured root laid out like the host's /sys/fs/cgroup: v2 at the top, v1
 /// controllers in directories named after them (`memory`, `cpu,cpuacct`).
-fn configured_dir(
-    root: &Path,
-    path: &str,
-    version: CgroupVersion,
-    controller: Option<&str>,
-) -> Option<PathBuf> {
+fn configured_dir(root: &Path, path: &str, version: CgroupVersion, controller: Option<&str>) -> Option<PathBuf> {
     let rel = relative_to(path, "/")?;
     let base = match (version, controller) {
         (CgroupVersion::V1, Some(c)) => std::fs::read_dir(root)
             .ok()?
             .filter_map(Result::ok)
-            .find(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.split(',').any(|part| part == c))
-            })?
+            .find(|e| e.file_name().to_str().is_some_and(|n| n.split(',').any(|part| part == c)))?
             .path(),
         _ => root.to_path_buf(),
     };
@@ -398,23 +294,13 @@ struct Files<'a> {
 }
 
 impl Files<'_> {
-    fn read<T>(
-        &mut self,
-        name: &str,
-        field: &str,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
-    ) -> Option<T> {
+    fn read<T>(&mut self, name: &str, field: &str, parse: impl Fn(&[u8]) -> Result<T, String>) -> Option<T> {
         self.get(name, field, parse, false)
     }
 
     /// A file that not every kernel has (memory.peak since 5.19, cpu.max only with
     /// the cpu controller enabled, kmem on v1 kernels that still account it).
-    fn optional<T>(
-        &mut self,
-        name: &str,
-        field: &str,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
-    ) -> Option<T> {
+    fn optional<T>(&mut self, name: &str, field: &str, parse: impl Fn(&[u8]) -> Result<T, String>) -> Option<T> {
         self.get(name, field, parse, true)
     }
 
@@ -426,16 +312,13 @@ impl Files<'_> {
         optional: bool,
     ) -> Option<T> {
         let path = self.dir.join(name);
-        let result =
-            read_file(&path).and_then(|b| parse(&b).map_err(|r| ReadError::parse(&path, r)));
+        let result = read_file(&path).and_then(|b| parse(&b).map_err(|r| ReadError::parse(&path, r)));
         match result {
             Ok(v) => Some(v),
             Err(e) => {
                 let mut u = Unavailable::from_read(field, &e);
                 if optional && e.is_gone() {
-                    u.reason = format!(
-                        "{name} is not present (this kernel or cgroup does not provide it)"
-                    );
+                    u.reason = format!("{name} is not present (this kernel or cgroup does not provide it)");
                 }
                 self.unavailable.push(u);
                 None

@@ -34,16 +34,10 @@ impl CgroupMount {
 /// rejects a file with a non-UTF-8 mount point anywhere in it.
 pub fn parse_cgroup_mounts(bytes: &[u8]) -> Result<Vec<CgroupMount>, String> {
     let mut mounts = Vec::new();
-    for (n, line) in bytes
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty())
-    {
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
         let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        let sep = fields
-            .iter()
-            .position(|f| *f == b"-")
-            .ok_or_else(|| format!("line {}: no ' - ' separator", n + 1))?;
+        let sep =
+            fields.iter().position(|f| *f == b"-").ok_or_else(|| format!("line {}: no ' - ' separator", n + 1))?;
         if sep < 6 || fields.len() < sep + 3 {
             return Err(format!("line {}: too few fields", n + 1));
         }
@@ -52,19 +46,10 @@ pub fn parse_cgroup_mounts(bytes: &[u8]) -> Result<Vec<CgroupMount>, String> {
             b"cgroup2" => CgroupVersion::V2,
             _ => continue,
         };
-        let root = String::from_utf8(unescape(fields[3]))
-            .map_err(|_| format!("line {}: root is not UTF-8", n + 1))?;
+        let root = String::from_utf8(unescape(fields[3])).map_err(|_| format!("line {}: root is not UTF-8", n + 1))?;
         let mount_point = PathBuf::from(OsString::from_vec(unescape(fields[4])));
-        let options = String::from_utf8_lossy(fields[sep + 3])
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        mounts.push(CgroupMount {
-            version,
-            root,
-            mount_point,
-            options,
-        });
+        let options = String::from_utf8_lossy(fields[sep + 3]).split(',').map(str::to_owned).collect();
+        mounts.push(CgroupMount { version, root, mount_point, options });
     }
     Ok(mounts)
 }
@@ -74,15 +59,11 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        let octal = field
-            .get(i + 1..i + 4)
-            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal =
+            field.get(i + 1..i + 4).filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
-                out.push(
-                    d.iter()
-                        .fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')),
-                );
+                out.push(d.iter().fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')));
                 i += 4;
             }
             None => {
@@ -97,11 +78,7 @@ fn unescape(field: &[u8]) -> Vec<u8> {
 /// `path` relative to a mount whose root is `root`, if the mount shows it.
 /// Never climbs out with `..`.
 pub fn relative_to(path: &str, root: &str) -> Option<String> {
-    let rest = if root == "/" {
-        path
-    } else {
-        path.strip_prefix(root)?
-    };
+    let rest = if root == "/" { path } else { path.strip_prefix(root)? };
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None; // "/a/bc" is not under "/a/b"
     }
@@ -173,7 +150,8 @@ mod tests {
         assert_eq!(m[0].root, "/kubepods/my pod\\x");
         assert_eq!(m[0].mount_point, PathBuf::from("/sys/fs/cgroup here"));
         assert_eq!(m[0].version, CgroupVersion::V2);
-        let non_utf8 = b"7 1 0:3 / /mnt/\xff rw - ext4 /dev/x rw\n41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let non_utf8 =
+            b"7 1 0:3 / /mnt/\xff rw - ext4 /dev/x rw\n41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         assert_eq!(parse_cgroup_mounts(non_utf8).unwrap().len(), 1);
     }
 
@@ -186,24 +164,12 @@ mod tests {
 
     #[test]
     fn relative_paths_never_climb() {
-        assert_eq!(
-            relative_to("/kubepods/pod1/abc", "/").as_deref(),
-            Some("kubepods/pod1/abc")
-        );
-        assert_eq!(
-            relative_to("/kubepods/pod1/abc", "/kubepods").as_deref(),
-            Some("pod1/abc")
-        );
-        assert_eq!(
-            relative_to("/kubepods/pod1/abc", "/kubepods/pod1/abc").as_deref(),
-            Some("")
-        );
+        assert_eq!(relative_to("/kubepods/pod1/abc", "/").as_deref(), Some("kubepods/pod1/abc"));
+        assert_eq!(relative_to("/kubepods/pod1/abc", "/kubepods").as_deref(), Some("pod1/abc"));
+        assert_eq!(relative_to("/kubepods/pod1/abc", "/kubepods/pod1/abc").as_deref(), Some(""));
         assert_eq!(relative_to("/kubepods/pod10", "/kubepods/pod1"), None);
         assert_eq!(relative_to("/../cri-containerd-x.scope", "/"), None);
-        assert_eq!(
-            relative_to("/../sib.scope", "/../sib.scope").as_deref(),
-            Some("")
-        );
+        assert_eq!(relative_to("/../sib.scope", "/../sib.scope").as_deref(), Some(""));
     }
 
     #[test]
@@ -221,20 +187,14 @@ mod tests {
         ] {
             assert_eq!(container_id(&path).as_deref(), Some(id), "{path}");
         }
-        assert_eq!(
-            container_id("/user.slice/user-1000.slice/session-2.scope"),
-            None
-        );
+        assert_eq!(container_id("/user.slice/user-1000.slice/session-2.scope"), None);
         assert_eq!(container_id("/"), None);
     }
 
     #[test]
     fn pod_uids_from_both_cgroup_drivers() {
         let uid = "6f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
-        assert_eq!(
-            pod_uid(&format!("/kubepods/burstable/pod{uid}/abc")).as_deref(),
-            Some(uid)
-        );
+        assert_eq!(pod_uid(&format!("/kubepods/burstable/pod{uid}/abc")).as_deref(), Some(uid));
         let systemd = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod6f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/x";
         assert_eq!(pod_uid(systemd).as_deref(), Some(uid));
         assert_eq!(pod_uid("/system.slice/podman.service"), None);

@@ -18,6 +18,17 @@ pub struct ProcReader {
     boot_time_unix_sec: Option<i64>,
     /// The root is a real procfs, whose /proc/PID/fd reports the fd count as its size.
     is_procfs: bool,
+    /// Said after "permission denied": why the kernel refused.
+    denied_hint: &'static str,
+}
+
+/// Why reading another process's fds or smaps is refused, by what the reader holds.
+pub fn denied_hint(has_sys_ptrace: bool) -> &'static str {
+    if has_sys_ptrace {
+        "the process is not dumpable, or a security module denies ptrace access to it"
+    } else {
+        "another user's process: the agent needs CAP_SYS_PTRACE"
+    }
 }
 
 impl Default for ProcReader {
@@ -29,18 +40,17 @@ impl Default for ProcReader {
 impl ProcReader {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
-        let boot_time_unix_sec = read_file(root.join("stat"))
-            .ok()
-            .and_then(|b| parse::parse_btime(&b));
+        let boot_time_unix_sec = read_file(root.join("stat")).ok().and_then(|b| parse::parse_btime(&b));
         const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-        let is_procfs =
-            rustix::fs::statfs(&root).is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC);
-        Self {
-            root,
-            ticks_per_sec: rustix::param::clock_ticks_per_second(),
-            boot_time_unix_sec,
-            is_procfs,
-        }
+        let is_procfs = rustix::fs::statfs(&root).is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC);
+        let ticks_per_sec = rustix::param::clock_ticks_per_second();
+        Self { root, ticks_per_sec, boot_time_unix_sec, is_procfs, denied_hint: denied_hint(false) }
+    }
+
+    /// Sets what a "permission denied" is explained with (see [`denied_hint`]).
+    pub fn with_denied_hint(mut self, hint: &'static str) -> Self {
+        self.denied_hint = hint;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -50,10 +60,8 @@ impl ProcReader {
     /// Every pid under the root, ascending.
     pub fn pids(&self) -> Result<Vec<i32>, ReadError> {
         let dir = std::fs::read_dir(&self.root).map_err(|e| ReadError::from_io(&self.root, e))?;
-        let mut pids: Vec<i32> = dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|&p| p > 0)
-            .collect();
+        let mut pids: Vec<i32> =
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&p| p > 0).collect();
         pids.sort_unstable();
         Ok(pids)
     }
@@ -64,15 +72,12 @@ impl ProcReader {
     pub fn read(&self, pid: i32) -> Result<Process, ReadError> {
         let dir = self.root.join(pid.to_string());
         let stat_path = dir.join("stat");
-        let (comm, stat) = parse::parse_stat(&read_file(&stat_path)?)
-            .map_err(|r| ReadError::parse(&stat_path, r))?;
+        let (comm, stat) = parse::parse_stat(&read_file(&stat_path)?).map_err(|r| ReadError::parse(&stat_path, r))?;
         let mut p = Process {
             pid,
             ppid: stat.ppid,
             start_time_ticks: stat.starttime,
-            start_time_unix_ms: self
-                .boot_time_unix_sec
-                .map(|b| b * 1000 + self.ticks_to_ms(stat.starttime)),
+            start_time_unix_ms: self.boot_time_unix_sec.map(|b| b * 1000 + self.ticks_to_ms(stat.starttime)),
             comm,
             state: stat.state,
             kernel_thread: stat.flags & PF_KTHREAD != 0,
@@ -86,24 +91,15 @@ impl ProcReader {
             },
             ..Default::default()
         };
-        let mut r = Reading {
-            dir: &dir,
-            p: &mut p,
-            is_procfs: self.is_procfs,
-        };
+        let mut r = Reading { dir: &dir, p: &mut p, is_procfs: self.is_procfs, denied_hint: self.denied_hint };
         r.status();
         r.cmdline();
         r.cgroups();
         if r.p.kernel_thread {
-            r.p.unavailable.push(Unavailable::new(
-                "memory, fds",
-                "kernel thread: it has no user memory or files",
-            ));
+            r.p.unavailable.push(Unavailable::new("memory, fds", "kernel thread: it has no user memory or files"));
         } else if r.p.is_zombie() {
-            r.p.unavailable.push(Unavailable::new(
-                "memory.pss_bytes, fds",
-                "zombie: it has released its memory and files",
-            ));
+            r.p.unavailable
+                .push(Unavailable::new("memory.pss_bytes, fds", "zombie: it has released its memory and files"));
         } else {
             r.fds();
             r.smaps_rollup();
@@ -126,6 +122,7 @@ struct Reading<'a> {
     dir: &'a Path,
     p: &'a mut Process,
     is_procfs: bool,
+    denied_hint: &'static str,
 }
 
 impl Reading<'_> {
@@ -146,24 +143,18 @@ impl Reading<'_> {
     fn fail(&mut self, field: &str, e: &ReadError) {
         if e.is_gone() {
             self.p.exited_mid_read = true;
-            self.p.unavailable.push(Unavailable::new(
-                field,
-                "the process exited while it was being read",
-            ));
+            self.p.unavailable.push(Unavailable::new(field, "the process exited while it was being read"));
         } else {
             let mut u = Unavailable::from_read(field, e);
             if matches!(e, ReadError::Denied { .. }) {
-                u.reason
-                    .push_str(" (another user's process: the agent needs CAP_SYS_PTRACE)");
+                u.reason = format!("{} ({})", u.reason, self.denied_hint);
             }
             self.p.unavailable.push(u);
         }
     }
 
     fn parsed<T>(&mut self, field: &str, path: &Path, parsed: Result<T, String>) -> Option<T> {
-        parsed
-            .map_err(|reason| self.fail(field, &ReadError::parse(path, reason)))
-            .ok()
+        parsed.map_err(|reason| self.fail(field, &ReadError::parse(path, reason))).ok()
     }
 
     fn status(&mut self) {
@@ -175,12 +166,7 @@ impl Reading<'_> {
         };
         let kb = |v: Option<u64>| v.map(|v| v * 1024);
         let p = &mut *self.p;
-        p.ids = Some(Ids {
-            uid: s.ruid,
-            euid: s.euid,
-            gid: s.rgid,
-            egid: s.egid,
-        });
+        p.ids = Some(Ids { uid: s.ruid, euid: s.euid, gid: s.rgid, egid: s.egid });
         p.memory = ProcessMemory {
             vm_size_bytes: kb(s.vmsize),
             vm_rss_bytes: kb(s.vmrss),
@@ -193,12 +179,8 @@ impl Reading<'_> {
         };
         p.cpu.voluntary_ctxt_switches = s.voluntary_ctxt_switches;
         p.cpu.nonvoluntary_ctxt_switches = s.nonvoluntary_ctxt_switches;
-        p.signals = Some(Signals {
-            pending: s.sigpnd | s.shdpnd,
-            blocked: s.sigblk,
-            ignored: s.sigign,
-            caught: s.sigcgt,
-        });
+        p.signals =
+            Some(Signals { pending: s.sigpnd | s.shdpnd, blocked: s.sigblk, ignored: s.sigign, caught: s.sigcgt });
         p.capabilities = Some(s.capeff);
         p.tracer_pid = Some(s.tracerpid);
     }
@@ -231,12 +213,7 @@ impl Reading<'_> {
             .file("limits", "fds.limit")
             .and_then(|(path, bytes)| self.parsed("fds.limit", &path, parse::parse_nofile(&bytes)));
         match open {
-            Ok(n) => {
-                self.p.fds = FdUsage {
-                    open: Some(n),
-                    limit,
-                }
-            }
+            Ok(n) => self.p.fds = FdUsage { open: Some(n), limit },
             Err(e) => {
                 self.fail("fds.open", &e);
                 self.p.fds = FdUsage { open: None, limit };
@@ -251,23 +228,15 @@ impl Reading<'_> {
         if bytes.is_empty() {
             // A process that is exiting has no mm any more: the file reads empty.
             self.p.exited_mid_read = true;
-            self.p.unavailable.push(Unavailable::new(
-                "memory.pss_bytes",
-                "the process exited while it was being read",
-            ));
+            self.p.unavailable.push(Unavailable::new("memory.pss_bytes", "the process exited while it was being read"));
             return;
         }
-        let Some(r) = self.parsed("memory.pss_bytes", &path, parse::parse_smaps_rollup(&bytes))
-        else {
+        let Some(r) = self.parsed("memory.pss_bytes", &path, parse::parse_smaps_rollup(&bytes)) else {
             return;
         };
         let m = &mut self.p.memory;
-        (
-            m.pss_bytes,
-            m.pss_anon_bytes,
-            m.pss_file_bytes,
-            m.pss_shmem_bytes,
-        ) = (r.pss, r.pss_anon, r.pss_file, r.pss_shmem);
+        (m.pss_bytes, m.pss_anon_bytes, m.pss_file_bytes, m.pss_shmem_bytes) =
+            (r.pss, r.pss_anon, r.pss_file, r.pss_shmem);
         (m.uss_bytes, m.swap_pss_bytes) = (r.uss, r.swap_pss);
     }
 }

@@ -11,14 +11,8 @@ pub use procfs_core::process::{Stat, Status};
 /// here (between the first `(` and the last `)`: comm may itself hold parentheses
 /// and spaces) and the rest is parsed by procfs.
 pub fn parse_stat(bytes: &[u8]) -> Result<(Vec<u8>, Stat), String> {
-    let open = bytes
-        .iter()
-        .position(|&b| b == b'(')
-        .ok_or("no '(' before comm")?;
-    let close = bytes
-        .iter()
-        .rposition(|&b| b == b')')
-        .ok_or("no ')' after comm")?;
+    let open = bytes.iter().position(|&b| b == b'(').ok_or("no '(' before comm")?;
+    let close = bytes.iter().rposition(|&b| b == b')').ok_or("no ')' after comm")?;
     if close < open {
         return Err("')' before '('".into());
     }
@@ -75,10 +69,7 @@ pub fn parse_smaps_rollup(bytes: &[u8]) -> Result<Rollup, String> {
 /// count (a short line would panic) and needs every limit to parse.
 pub fn parse_nofile(bytes: &[u8]) -> Result<Rlimit, String> {
     let text = String::from_utf8_lossy(bytes);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .ok_or("no 'Max open files' line")?;
+    let line = text.lines().find(|l| l.starts_with("Max open files")).ok_or("no 'Max open files' line")?;
     let mut cols = line["Max open files".len()..].split_whitespace();
     let mut limit = || -> Result<Option<u64>, String> {
         match cols.next() {
@@ -87,10 +78,7 @@ pub fn parse_nofile(bytes: &[u8]) -> Result<Rlimit, String> {
             None => Err("missing limit column".into()),
         }
     };
-    Ok(Rlimit {
-        soft: limit()?,
-        hard: limit()?,
-    })
+    Ok(Rlimit { soft: limit()?, hard: limit()? })
 }
 
 /// /proc/PID/cmdline: NUL-separated arguments. A process may rewrite its argv
@@ -106,25 +94,18 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// /proc/PID/cgroup: `hierarchy-id:controllers:path` per line; v2 is `0::/path`.
 pub fn parse_cgroups(bytes: &[u8]) -> Result<Vec<CgroupMembership>, String> {
     let text = String::from_utf8_lossy(bytes);
-    let groups =
-        procfs_core::ProcessCGroups::from_buf_read(text.as_bytes()).map_err(|e| e.to_string())?;
+    let groups = procfs_core::ProcessCGroups::from_buf_read(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(groups
         .0
         .into_iter()
-        .map(|g| CgroupMembership {
-            hierarchy: g.hierarchy,
-            controllers: g.controllers,
-            path: g.pathname,
-        })
+        .map(|g| CgroupMembership { hierarchy: g.hierarchy, controllers: g.controllers, path: g.pathname })
         .collect())
 }
 
 /// `btime` (boot time, seconds since the epoch) from /proc/stat.
 pub fn parse_btime(bytes: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(bytes).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
+    text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -138,50 +119,25 @@ mod tests {
         let (comm, stat) = parse_stat(STAT).unwrap();
         assert_eq!(comm, b"my (odd) \xff name");
         assert_eq!((stat.ppid, stat.state, stat.num_threads), (1, 'S', 7));
-        assert_eq!(
-            (stat.utime, stat.stime, stat.minflt, stat.majflt),
-            (250, 75, 1234, 5)
-        );
+        assert_eq!((stat.utime, stat.stime, stat.minflt, stat.majflt), (250, 75, 1234, 5));
         assert_eq!(stat.starttime, 9876543);
     }
 
     #[test]
     fn stat_garbage_is_an_error() {
-        for bad in [
-            &b""[..],
-            b"garbage",
-            b"1 (x",
-            b"1 x) S",
-            b"1 (x) S not numbers at all",
-            b")(",
-            b"\xff\xfe",
-        ] {
+        for bad in [&b""[..], b"garbage", b"1 (x", b"1 x) S", b"1 (x) S not numbers at all", b")(", b"\xff\xfe"] {
             assert!(parse_stat(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn nofile_limits() {
-        let limits =
-            b"Limit                     Soft Limit           Hard Limit           Units     \n\
+        let limits = b"Limit                     Soft Limit           Hard Limit           Units     \n\
 Max cpu time              unlimited            unlimited            seconds   \n\
 Max open files            64                   1048576              files     \n";
-        assert_eq!(
-            parse_nofile(limits).unwrap(),
-            Rlimit {
-                soft: Some(64),
-                hard: Some(1048576)
-            }
-        );
-        let unlimited =
-            b"Max open files            unlimited            unlimited            files\n";
-        assert_eq!(
-            parse_nofile(unlimited).unwrap(),
-            Rlimit {
-                soft: None,
-                hard: None
-            }
-        );
+        assert_eq!(parse_nofile(limits).unwrap(), Rlimit { soft: Some(64), hard: Some(1048576) });
+        let unlimited = b"Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_nofile(unlimited).unwrap(), Rlimit { soft: None, hard: None });
         assert!(parse_nofile(b"Max open files\n").is_err());
         assert!(parse_nofile(b"Max open files x y files\n").is_err());
         assert!(parse_nofile(b"").is_err());
@@ -189,14 +145,8 @@ Max open files            64                   1048576              files     \n
 
     #[test]
     fn cmdline_split() {
-        assert_eq!(
-            parse_cmdline(b"java\0-Xmx1g\0\0x\0"),
-            [&b"java"[..], b"-Xmx1g", b"", b"x"]
-        );
-        assert_eq!(
-            parse_cmdline(b"nginx: worker process"),
-            [&b"nginx: worker process"[..]]
-        );
+        assert_eq!(parse_cmdline(b"java\0-Xmx1g\0\0x\0"), [&b"java"[..], b"-Xmx1g", b"", b"x"]);
+        assert_eq!(parse_cmdline(b"nginx: worker process"), [&b"nginx: worker process"[..]]);
         assert!(parse_cmdline(b"").is_empty());
     }
 
@@ -222,14 +172,7 @@ Private_Hugetlb:       0 kB\nSwap:                  0 kB\nSwapPss:              
         assert_eq!(g.len(), 4);
         assert_eq!(g[0].controllers, ["memory"]);
         assert_eq!(g[1].controllers, ["cpu", "cpuacct"]);
-        assert_eq!(
-            g[3],
-            CgroupMembership {
-                hierarchy: 0,
-                controllers: vec![],
-                path: "/".into()
-            }
-        );
+        assert_eq!(g[3], CgroupMembership { hierarchy: 0, controllers: vec![], path: "/".into() });
         let v2 = parse_cgroups(b"0::/../cri-containerd-3f.scope\n").unwrap();
         assert_eq!(v2[0].path, "/../cri-containerd-3f.scope");
         assert!(parse_cgroups(b"x:y\n").is_err());
@@ -237,10 +180,7 @@ Private_Hugetlb:       0 kB\nSwap:                  0 kB\nSwapPss:              
 
     #[test]
     fn btime() {
-        assert_eq!(
-            parse_btime(b"cpu  1 2 3\nbtime 1764270000\nprocesses 5\n"),
-            Some(1764270000)
-        );
+        assert_eq!(parse_btime(b"cpu  1 2 3\nbtime 1764270000\nprocesses 5\n"), Some(1764270000));
         assert_eq!(parse_btime(b"cpu 1\n"), None);
     }
 }

@@ -1,0 +1,70 @@
+//! What each subcommand does: ask the backend, render, choose the exit code.
+
+use crate::args::{Cli, Command, DiagnoseArgs, FailOn, Selection};
+use crate::backend::Backend;
+use crate::error::{CliError, code};
+use crate::render;
+use osl_proto::v1;
+
+pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    let selection = match &cli.command {
+        Command::Diagnose(a) | Command::Mem(a) => &a.selection,
+        Command::Ps(s) => s,
+    };
+    if let Some(target) = &selection.target {
+        return Err(CliError::Usage(format!(
+            "cannot resolve {target:?}: Kubernetes targets are not supported by this build yet; \
+             port-forward to the agent and use --agent HOST:PORT, or use --local"
+        )));
+    }
+    let filter = filter(selection);
+    let mut backend = connect(&cli).await?;
+    let view = render::View::detect(cli.output);
+    match &cli.command {
+        Command::Ps(_) => {
+            let resp = backend.list_processes(v1::ListProcessesRequest { filter: Some(filter) }).await?;
+            view.processes(&resp)?;
+            Ok(code::OK)
+        }
+        Command::Diagnose(args) => {
+            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter) }).await?;
+            view.diagnose(&resp)?;
+            Ok(exit_for(args, &resp.findings))
+        }
+        Command::Mem(args) => {
+            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter) }).await?;
+            view.memory(&resp)?;
+            Ok(exit_for(args, &resp.findings))
+        }
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Backend, CliError> {
+    if let Some(addr) = &cli.conn.agent {
+        return Backend::connect(addr, cli.conn.timeout).await;
+    }
+    if cli.conn.local {
+        #[cfg(target_os = "linux")]
+        return Ok(Backend::local(osl_agent::Roots {
+            proc: cli.conn.proc_root.clone(),
+            cgroup: cli.conn.cgroup_root.clone(),
+        }));
+        #[cfg(not(target_os = "linux"))]
+        return Err(CliError::Usage("--local reads Linux's /proc: it works on Linux only".into()));
+    }
+    Err(CliError::Usage("no agent to ask: give --agent HOST:PORT, or --local to read this machine".into()))
+}
+
+fn filter(s: &Selection) -> v1::Filter {
+    v1::Filter { pids: s.pids.clone(), container_id: s.container.clone().unwrap_or_default() }
+}
+
+/// 1 when a finding is at or above `--fail-on`, else 0.
+fn exit_for(args: &DiagnoseArgs, findings: &[v1::Finding]) -> u8 {
+    let Some(fail_on) = args.fail_on else { return code::OK };
+    let threshold = match fail_on {
+        FailOn::Warn => v1::Severity::Warn,
+        FailOn::Critical => v1::Severity::Critical,
+    } as i32;
+    if findings.iter().any(|f| f.severity >= threshold) { code::FINDINGS } else { code::OK }
+}

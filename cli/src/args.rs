@@ -1,0 +1,98 @@
+//! Command-line flags, kubectl style.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  a finding at or above --fail-on
+  2  usage: bad flags or arguments
+  3  not found: no such process, container or target
+  4  cannot connect to the agent
+  5  permission denied
+  6  the agent answered with an error";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-osl",
+    bin_name = "kubectl osl",
+    version,
+    about = "Ask a pod's operating system what is wrong: processes, memory against the cgroup limit, file descriptors",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The agent's address, HOST:PORT (e.g. after `kubectl port-forward pod/x 7450`).
+    #[arg(long, global = true, env = "OSL_AGENT", conflicts_with = "local")]
+    pub agent: Option<String>,
+    /// Read this machine's processes in-process: no agent, no cluster (Linux only).
+    #[arg(long, global = true)]
+    pub local: bool,
+    /// How long to wait for the agent to connect and to answer.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// With --local: the procfs to read.
+    #[arg(long, global = true, default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
+    /// With --local: a directory laid out like /sys/fs/cgroup, tried first.
+    #[arg(long, global = true, hide = true)]
+    pub cgroup_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Findings first, then containers (memory and CPU against their limits) and processes.
+    Diagnose(DiagnoseArgs),
+    /// Processes: state, threads, RSS/PSS/USS, fds against RLIMIT_NOFILE, container.
+    Ps(Selection),
+    /// Memory: each container's working set against its limit with the memory.stat
+    /// breakdown and PSI, and each process's RSS, PSS, USS, anon, file, shmem.
+    Mem(DiagnoseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    pub target: Option<String>,
+    /// Only these processes (repeat or comma-separate).
+    #[arg(long = "pid", value_delimiter = ',')]
+    pub pids: Vec<i32>,
+    /// Only processes of this container (its id, or a prefix of it).
+    #[arg(long)]
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Exit 1 if there is a finding at or above this severity.
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Warn,
+    Critical,
+}

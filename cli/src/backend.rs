@@ -1,0 +1,78 @@
+//! Where the answers come from: a remote agent over gRPC (`--agent`), or the
+//! agent's readers in this process (`--local`, Linux only).
+
+use crate::error::CliError;
+use osl_proto::v1;
+use osl_proto::v1::diagnostics_client::DiagnosticsClient;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+pub enum Backend {
+    Remote {
+        addr: String,
+        client: DiagnosticsClient<Channel>,
+    },
+    #[cfg(target_os = "linux")]
+    Local(std::sync::Arc<osl_agent::Agent>),
+}
+
+/// Responses can be large (thousands of processes).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+impl Backend {
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, CliError> {
+        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| CliError::Usage(format!("--agent {addr:?} is not a HOST:PORT address ({e})")))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| CliError::CannotConnect { addr: addr.to_string(), source: Box::new(e) })?;
+        let client = DiagnosticsClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Ok(Self::Remote { addr: addr.to_string(), client })
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn local(roots: osl_agent::Roots) -> Self {
+        Self::Local(std::sync::Arc::new(osl_agent::Agent::new(&roots)))
+    }
+
+    pub async fn diagnose(&mut self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse, CliError> {
+        match self {
+            Self::Remote { addr, client } => {
+                client.diagnose(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => local(agent, move |a| a.diagnose(req)).await,
+        }
+    }
+
+    pub async fn list_processes(
+        &mut self,
+        req: v1::ListProcessesRequest,
+    ) -> Result<v1::ListProcessesResponse, CliError> {
+        match self {
+            Self::Remote { addr, client } => {
+                client.list_processes(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => local(agent, move |a| a.list_processes(req)).await,
+        }
+    }
+}
+
+/// Runs an agent call on the blocking pool and maps its error exactly as the
+/// gRPC server would, so `--local` and `--agent` fail alike.
+#[cfg(target_os = "linux")]
+async fn local<T: Send + 'static>(
+    agent: &std::sync::Arc<osl_agent::Agent>,
+    call: impl FnOnce(&osl_agent::Agent) -> osl_agent::error::Result<T> + Send + 'static,
+) -> Result<T, CliError> {
+    let agent = agent.clone();
+    match tokio::task::spawn_blocking(move || call(&agent)).await {
+        Ok(result) => result.map_err(|e| CliError::from_status(osl_agent::convert::status_from(&e), "local")),
+        Err(e) => Err(CliError::Agent { message: format!("the local reader failed: {e}") }),
+    }
+}

@@ -1,0 +1,175 @@
+//! Output: tables for people (sized to the terminal, findings coloured by
+//! severity, NO_COLOR and pipes respected), JSON and YAML for scripts (the
+//! osl.v1 messages themselves, so the shape is the versioned contract).
+
+mod tables;
+mod units;
+
+use crate::args::Output;
+use crate::error::CliError;
+use anstyle::{AnsiColor, Style};
+use osl_proto::enum_names;
+use osl_proto::v1;
+use std::io::{IsTerminal, Write};
+
+pub struct View {
+    output: Output,
+    /// Terminal width when stdout is a terminal; tables are not wrapped for pipes.
+    width: Option<u16>,
+}
+
+impl View {
+    pub fn detect(output: Output) -> Self {
+        let width = std::io::stdout().is_terminal().then(|| terminal_size::terminal_size().map(|(w, _)| w.0)).flatten();
+        Self { output, width }
+    }
+
+    fn wide(&self) -> bool {
+        self.output == Output::Wide
+    }
+
+    pub fn processes(&self, resp: &v1::ListProcessesResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        let mut out = String::new();
+        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width).trim_fmt());
+        out.push('\n');
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, None);
+        write(&out)
+    }
+
+    pub fn diagnose(&self, resp: &v1::DiagnoseResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        let mut out = String::new();
+        findings(&mut out, &resp.findings);
+        if !resp.containers.is_empty() {
+            out.push_str(&heading("CONTAINERS"));
+            out.push_str(&tables::containers(&resp.containers, self.wide(), self.width).trim_fmt());
+            out.push_str("\n\n");
+        }
+        out.push_str(&heading("PROCESSES"));
+        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width).trim_fmt());
+        out.push('\n');
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
+        write(&out)
+    }
+
+    pub fn memory(&self, resp: &v1::DiagnoseResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        let mut out = String::new();
+        let memory_findings: Vec<v1::Finding> =
+            resp.findings.iter().filter(|f| f.id.starts_with("memory.")).cloned().collect();
+        findings(&mut out, &memory_findings);
+        if !resp.containers.is_empty() {
+            out.push_str(&heading("CONTAINER MEMORY"));
+            out.push_str(&tables::container_memory(&resp.containers, self.wide(), self.width).trim_fmt());
+            out.push_str("\n\n");
+        }
+        out.push_str(&heading("PROCESS MEMORY (by PSS)"));
+        out.push_str(&tables::process_memory(&resp.processes, self.wide(), self.width).trim_fmt());
+        out.push('\n');
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
+        write(&out)
+    }
+
+    /// JSON or YAML of the message itself; `None` for table output.
+    fn structured<T: serde::Serialize>(&self, value: &T) -> Option<Result<(), CliError>> {
+        let text = match self.output {
+            Output::Json => {
+                serde_json::to_string_pretty(value).map(|s| s + "\n").map_err(|e| CliError::Output(e.into()))
+            }
+            Output::Yaml => serde_norway::to_string(value).map_err(|e| CliError::Output(e.into())),
+            Output::Table | Output::Wide => return None,
+        };
+        Some(text.and_then(|t| write_plain(&t)))
+    }
+}
+
+fn heading(title: &str) -> String {
+    let bold = Style::new().bold();
+    format!("{bold}{title}{bold:#}\n")
+}
+
+fn severity_style(severity: i32) -> Style {
+    match v1::Severity::try_from(severity) {
+        Ok(v1::Severity::Critical) => AnsiColor::Red.on_default().bold(),
+        Ok(v1::Severity::Warn) => AnsiColor::Yellow.on_default().bold(),
+        _ => AnsiColor::Cyan.on_default(),
+    }
+}
+
+fn findings(out: &mut String, findings: &[v1::Finding]) {
+    if findings.is_empty() {
+        let green = AnsiColor::Green.on_default();
+        out.push_str(&format!("{green}No findings.{green:#}\n\n"));
+        return;
+    }
+    out.push_str(&heading("FINDINGS"));
+    for f in findings {
+        let style = severity_style(f.severity);
+        let severity = enum_names::severity::name_of(f.severity).to_uppercase();
+        out.push_str(&format!("  {style}{severity:<8}{style:#} {} {}: {}\n", f.id, f.subject, f.message));
+        if !f.next_step.is_empty() {
+            out.push_str(&format!("           next: {}\n", f.next_step));
+        }
+    }
+    out.push('\n');
+}
+
+/// What could not be seen, and who answered.
+fn notes(
+    out: &mut String,
+    agent: Option<&v1::AgentInfo>,
+    unavailable: &[v1::Unavailable],
+    processes: &[v1::Process],
+    capture_usec: Option<u64>,
+) {
+    let dim = Style::new().dimmed();
+    for u in unavailable {
+        out.push_str(&format!("{dim}not seen: {}: {}{dim:#}\n", u.field, u.reason));
+    }
+    let partial = processes.iter().filter(|p| !p.unavailable.is_empty() && !is_kernel_thread(p)).count();
+    if partial > 0 {
+        out.push_str(&format!(
+            "{dim}{partial} process(es) partly unreadable (\"-\" in the table); -o json shows why in \"unavailable\"{dim:#}\n"
+        ));
+    }
+    if let Some(a) = agent {
+        let level = enum_names::privilege_level::name_of(a.level);
+        let capture = capture_usec.map(|u| format!(", snapshot in {:.1} ms", u as f64 / 1000.0)).unwrap_or_default();
+        out.push_str(&format!(
+            "{dim}agent {} (pid {}, privilege {level}, rss {}{capture}){dim:#}\n",
+            a.version,
+            a.pid,
+            units::bytes(a.rss_bytes)
+        ));
+        for l in &a.limitations {
+            out.push_str(&format!("{dim}  limited: {}: {}{dim:#}\n", l.field, l.reason));
+        }
+    }
+}
+
+fn is_kernel_thread(p: &v1::Process) -> bool {
+    p.unavailable.iter().any(|u| u.reason.starts_with("kernel thread"))
+}
+
+/// Text with styles: anstream drops them for pipes and NO_COLOR.
+fn write(text: &str) -> Result<(), CliError> {
+    let mut out = anstream::stdout();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).or_else(ignore_broken_pipe)
+}
+
+fn write_plain(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).or_else(ignore_broken_pipe)
+}
+
+/// `kubectl osl ps | head` must not fail.
+fn ignore_broken_pipe(e: std::io::Error) -> Result<(), CliError> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(CliError::Output(e.into())) }
+}

@@ -1,0 +1,285 @@
+//! The tables, kubectl style: no borders, upper-case headers, one line a row.
+
+use super::units::{self, NONE, bytes, cpu_time, opt, pct, short_id};
+use comfy_table::{CellAlignment, ContentArrangement, Row, Table};
+use osl_proto::{enum_names, v1};
+
+fn table(headers: &[&str], right_aligned: &[usize], width: Option<u16>) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    match width {
+        Some(w) => t.set_content_arrangement(ContentArrangement::Dynamic).set_width(w),
+        None => t.set_content_arrangement(ContentArrangement::Disabled),
+    };
+    t.set_header(headers.to_vec());
+    let last = headers.len().saturating_sub(1);
+    for (i, col) in t.column_iter_mut().enumerate() {
+        col.set_padding((0, if i == last { 0 } else { 3 }));
+        if right_aligned.contains(&i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn add(t: &mut Table, cells: Vec<String>) {
+    let mut row = Row::from(cells);
+    row.max_height(1);
+    t.add_row(row);
+}
+
+pub fn state_letter(state: i32) -> &'static str {
+    use v1::ProcessState as S;
+    match v1::ProcessState::try_from(state) {
+        Ok(S::Running) => "R",
+        Ok(S::Sleeping) => "S",
+        Ok(S::DiskSleep) => "D",
+        Ok(S::Zombie) => "Z",
+        Ok(S::Stopped) => "T",
+        Ok(S::TracingStop) => "t",
+        Ok(S::Dead) => "X",
+        Ok(S::Idle) => "I",
+        Ok(S::Parked) => "P",
+        Ok(S::Waking) => "W",
+        _ => "?",
+    }
+}
+
+fn command(p: &v1::Process) -> String {
+    if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.join(" ") }
+}
+
+fn fds(f: Option<&v1::FdUsage>) -> String {
+    let Some(f) = f else { return NONE.into() };
+    let limit = match (f.soft_limit, f.soft_unlimited) {
+        (Some(l), _) => l.to_string(),
+        (None, true) => "unlimited".into(),
+        (None, false) => NONE.into(),
+    };
+    match f.open {
+        Some(open) => format!("{open}/{limit}"),
+        None => NONE.into(),
+    }
+}
+
+fn container_label(id: &str) -> String {
+    if id.is_empty() { NONE.into() } else { short_id(id).into() }
+}
+
+pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> Table {
+    let mut headers = vec!["PID", "PPID", "UID", "S", "THR", "RSS", "PSS", "USS", "FDS", "CPU", "CONTAINER"];
+    if wide {
+        headers.extend(["AGE", "VCSW", "NVCSW", "MINFLT", "MAJFLT", "HWM", "SWAP", "SIGCGT", "CAPS"]);
+    }
+    headers.push("COMMAND");
+    let mut t = table(&headers, &[0, 1, 2, 4, 5, 6, 7, 8, 9], width);
+    for p in list {
+        let m = p.memory.clone().unwrap_or_default();
+        let c = p.cpu.clone().unwrap_or_default();
+        let cpu = c.utime_usec.zip(c.stime_usec).map(|(u, s)| u + s);
+        let mut row = vec![
+            p.pid.to_string(),
+            p.ppid.to_string(),
+            opt(p.uid),
+            state_letter(p.state).into(),
+            opt(c.threads),
+            bytes(m.vm_rss_bytes),
+            bytes(m.pss_bytes),
+            bytes(m.uss_bytes),
+            fds(p.fds.as_ref()),
+            cpu_time(cpu),
+            container_label(&p.container_id),
+        ];
+        if wide {
+            let sig = p.signals.as_ref().map(|s| s.caught.join(",")).filter(|s| !s.is_empty());
+            let caps =
+                (!p.effective_capabilities.is_empty()).then(|| p.effective_capabilities.len().to_string() + " caps");
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let age = p.start_time_unix_ms.map(|s| units::age(now_ms.saturating_sub(s).max(0) as u64));
+            row.extend([
+                opt(age),
+                opt(c.voluntary_ctxt_switches),
+                opt(c.nonvoluntary_ctxt_switches),
+                opt(c.minor_faults),
+                opt(c.major_faults),
+                bytes(m.vm_hwm_bytes),
+                bytes(m.vm_swap_bytes),
+                opt(sig),
+                opt(caps),
+            ]);
+        }
+        row.push(command(p));
+        add(&mut t, row);
+    }
+    t
+}
+
+fn cgroup_label(c: &v1::Container) -> String {
+    if !c.id.is_empty() {
+        return if c.name.is_empty() { short_id(&c.id).into() } else { format!("{} ({})", c.name, short_id(&c.id)) };
+    }
+    c.memory.as_ref().and_then(|m| m.location.as_ref()).map_or_else(|| NONE.into(), |l| l.path.clone())
+}
+
+fn limit(m: &v1::CgroupMemory) -> String {
+    if m.unlimited { "unlimited".into() } else { bytes(m.limit_bytes) }
+}
+
+fn cpu_quota(c: Option<&v1::CgroupCpu>) -> String {
+    match c {
+        Some(c) if c.unlimited => "unlimited".into(),
+        Some(v1::CgroupCpu { quota_usec: Some(q), period_usec: Some(p), .. }) if *p > 0 => {
+            format!("{:.2} CPU", *q as f64 / *p as f64)
+        }
+        _ => NONE.into(),
+    }
+}
+
+fn throttled(c: Option<&v1::CgroupCpu>) -> String {
+    c.map_or_else(|| NONE.into(), |c| pct(c.throttled_periods, c.periods))
+}
+
+fn psi(p: Option<&v1::Pressure>) -> String {
+    let Some(p) = p else { return NONE.into() };
+    let some = p.some.as_ref().map_or_else(|| NONE.into(), |l| format!("{:.2}", l.avg10_pct));
+    let full = p.full.as_ref().map_or_else(|| NONE.into(), |l| format!("{:.2}", l.avg10_pct));
+    let source = if p.source == "system" { " (node)" } else { "" };
+    format!("{some}/{full}{source}")
+}
+
+fn version(l: Option<&v1::CgroupLocation>) -> String {
+    l.map_or_else(|| NONE.into(), |l| enum_names::cgroup_version::name_of(l.version))
+}
+
+pub fn containers(list: &[v1::Container], wide: bool, width: Option<u16>) -> Table {
+    let mut headers = vec![
+        "CONTAINER",
+        "CGROUP",
+        "PIDS",
+        "WORKING SET",
+        "LIMIT",
+        "USE%",
+        "OOM KILLS",
+        "CPU LIMIT",
+        "THROTTLED",
+        "MEM PSI 10s",
+    ];
+    if wide {
+        headers.extend(["USAGE", "PEAK", "CPU TIME", "ROUTE"]);
+    }
+    let mut t = table(&headers, &[2, 3, 4, 5, 6, 7, 8], width);
+    for c in list {
+        let m = c.memory.clone().unwrap_or_default();
+        let loc = m.location.as_ref();
+        let mut row = vec![
+            cgroup_label(c),
+            version(loc),
+            c.pids.len().to_string(),
+            bytes(m.working_set_bytes),
+            limit(&m),
+            if m.unlimited { NONE.into() } else { pct(m.working_set_bytes, m.limit_bytes) },
+            opt(m.oom_kill_events),
+            cpu_quota(c.cpu.as_ref()),
+            throttled(c.cpu.as_ref()),
+            psi(m.pressure.as_ref()),
+        ];
+        if wide {
+            row.extend([
+                bytes(m.usage_bytes),
+                bytes(m.peak_bytes),
+                cpu_time(c.cpu.as_ref().and_then(|c| c.usage_usec)),
+                loc.map_or_else(|| NONE.into(), |l| l.route.clone()),
+            ]);
+        }
+        add(&mut t, row);
+    }
+    t
+}
+
+pub fn container_memory(list: &[v1::Container], wide: bool, width: Option<u16>) -> Table {
+    let mut headers = vec![
+        "CONTAINER",
+        "WORKING SET",
+        "LIMIT",
+        "USE%",
+        "ANON",
+        "FILE",
+        "INACTIVE FILE",
+        "SHMEM",
+        "KERNEL",
+        "PEAK",
+        "OOM KILLS",
+        "PSI 10s",
+    ];
+    if wide {
+        headers.extend(["SOCK", "SLAB", "FAILCNT", "MAX EVENTS", "DIR"]);
+    }
+    let mut t = table(&headers, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], width);
+    for c in list {
+        let m = c.memory.clone().unwrap_or_default();
+        let mut row = vec![
+            cgroup_label(c),
+            bytes(m.working_set_bytes),
+            limit(&m),
+            if m.unlimited { NONE.into() } else { pct(m.working_set_bytes, m.limit_bytes) },
+            bytes(m.anon_bytes),
+            bytes(m.file_bytes),
+            bytes(m.inactive_file_bytes),
+            bytes(m.shmem_bytes),
+            bytes(m.kernel_bytes),
+            bytes(m.peak_bytes),
+            opt(m.oom_kill_events),
+            psi(m.pressure.as_ref()),
+        ];
+        if wide {
+            row.extend([
+                bytes(m.sock_bytes),
+                bytes(m.slab_bytes),
+                opt(m.failcnt),
+                opt(m.max_events),
+                m.location.as_ref().map_or_else(|| NONE.into(), |l| l.dir.clone()),
+            ]);
+        }
+        add(&mut t, row);
+    }
+    t
+}
+
+pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> Table {
+    let mut headers = vec!["PID", "RSS", "ANON", "FILE", "SHMEM", "PSS", "USS", "SWAP", "HWM", "CONTAINER"];
+    if wide {
+        headers.extend(["VSZ", "PSS ANON", "PSS FILE", "PSS SHMEM"]);
+    }
+    headers.push("COMMAND");
+    let mut t = table(&headers, &[0, 1, 2, 3, 4, 5, 6, 7, 8], width);
+    let mut sorted: Vec<&v1::Process> =
+        list.iter().filter(|p| p.memory.as_ref().is_some_and(|m| m.vm_rss_bytes.is_some())).collect();
+    sorted.sort_by_key(|p| std::cmp::Reverse(p.memory.as_ref().and_then(|m| m.pss_bytes.or(m.vm_rss_bytes))));
+    for p in sorted {
+        let m = p.memory.clone().unwrap_or_default();
+        let mut row = vec![
+            p.pid.to_string(),
+            bytes(m.vm_rss_bytes),
+            bytes(m.rss_anon_bytes),
+            bytes(m.rss_file_bytes),
+            bytes(m.rss_shmem_bytes),
+            bytes(m.pss_bytes),
+            bytes(m.uss_bytes),
+            bytes(m.vm_swap_bytes),
+            bytes(m.vm_hwm_bytes),
+            container_label(&p.container_id),
+        ];
+        if wide {
+            row.extend([
+                bytes(m.vm_size_bytes),
+                bytes(m.pss_anon_bytes),
+                bytes(m.pss_file_bytes),
+                bytes(m.pss_shmem_bytes),
+            ]);
+        }
+        row.push(command(p));
+        add(&mut t, row);
+    }
+    t
+}
