@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn capability_masks_decode() {
         // CapEff of a default Docker container.
-        let names = capability_names(0x0000_0000_a80425fb);
+        let names = capability_names(0x0000_0000_a804_25fb);
         assert_eq!(
             names,
             [

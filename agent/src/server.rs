@@ -31,6 +31,7 @@ pub async fn serve(
     health.set_serving::<DiagnosticsServer<DiagnosticsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(osl_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let diagnostics = DiagnosticsServer::new(DiagnosticsService::new(agent))
         .max_decoding_message_size(MAX_REQUEST_BYTES)

@@ -42,6 +42,8 @@ impl ProcReader {
         let root = root.into();
         let boot_time_unix_sec = read_file(root.join("stat")).ok().and_then(|b| parse::parse_btime(&b));
         const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+        // f_type's integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
         let is_procfs = rustix::fs::statfs(&root).is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC);
         let ticks_per_sec = rustix::param::clock_ticks_per_second();
         Self { root, ticks_per_sec, boot_time_unix_sec, is_procfs, denied_hint: denied_hint(false) }

@@ -74,8 +74,8 @@ pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> Table 
     headers.push("COMMAND");
     let mut t = table(&headers, &[0, 1, 2, 4, 5, 6, 7, 8, 9], width);
     for p in list {
-        let m = p.memory.clone().unwrap_or_default();
-        let c = p.cpu.clone().unwrap_or_default();
+        let m = p.memory.unwrap_or_default();
+        let c = p.cpu.unwrap_or_default();
         let cpu = c.utime_usec.zip(c.stime_usec).map(|(u, s)| u + s);
         let mut row = vec![
             p.pid.to_string(),
@@ -257,7 +257,7 @@ pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> T
         list.iter().filter(|p| p.memory.as_ref().is_some_and(|m| m.vm_rss_bytes.is_some())).collect();
     sorted.sort_by_key(|p| std::cmp::Reverse(p.memory.as_ref().and_then(|m| m.pss_bytes.or(m.vm_rss_bytes))));
     for p in sorted {
-        let m = p.memory.clone().unwrap_or_default();
+        let m = p.memory.unwrap_or_default();
         let mut row = vec![
             p.pid.to_string(),
             bytes(m.vm_rss_bytes),

@@ -1,0 +1,121 @@
+//! Real cgroup v1 memory limits (root): limit, working set, findings, OOM kill.
+
+use crate::support::{MIB, TestProc, assert_within, collector, privileged};
+use osl_agent::model::{CgroupRoute, CgroupVersion, Severity};
+use std::path::{Path, PathBuf};
+
+const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
+
+/// A memory cgroup made for one test; its processes are killed and it is removed on drop.
+struct V1Cgroup {
+    dir: PathBuf,
+}
+
+impl V1Cgroup {
+    fn create(name: &str, limit_bytes: u64) -> Self {
+        let dir = Path::new(V1_MEMORY).join(format!("osl-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
+        Self { dir }
+    }
+
+    fn add(&self, pid: i32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap()
+    }
+
+    fn stat(&self, key: &str) -> u64 {
+        let stat = self.read("memory.stat");
+        let line = stat.lines().find(|l| l.split_whitespace().next() == Some(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// The kernel's own working set, as kubelet computes it from these files.
+    fn kernel_working_set(&self) -> u64 {
+        let usage: u64 = self.read("memory.usage_in_bytes").trim().parse().unwrap();
+        usage.saturating_sub(self.stat("total_inactive_file"))
+    }
+
+    fn path(&self) -> String {
+        format!("/{}", self.dir.file_name().unwrap().to_str().unwrap())
+    }
+}
+
+impl Drop for V1Cgroup {
+    fn drop(&mut self) {
+        for pid in self.read("cgroup.procs").lines() {
+            let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn v1_limit_working_set_findings_and_oom_kill() {
+    if !privileged("v1_limit_working_set_findings_and_oom_kill") {
+        return;
+    }
+    let cg = V1Cgroup::create("limit", 128 * MIB);
+    let sleeper = TestProc::spawn(&["anon", "0"]);
+    let mut hog = TestProc::spawn(&["anon", "0"]);
+    cg.add(sleeper.pid);
+    cg.add(hog.pid);
+    assert_eq!(hog.send("alloc 100").as_deref(), Some("ok"));
+
+    let c = collector();
+    let read = |pids: &[i32]| {
+        let procs: Vec<_> = pids.iter().map(|&p| c.process(p, None).unwrap()).collect();
+        let (containers, unavailable) = c.containers(&procs);
+        assert!(unavailable.is_empty(), "{unavailable:?}");
+        assert_eq!(containers.len(), 1, "both processes share one cgroup");
+        let findings = osl_agent::findings::evaluate(&procs, &containers);
+        (containers.into_iter().next().unwrap(), findings)
+    };
+
+    let (container, findings) = read(&[hog.pid, sleeper.pid]);
+    let m = container.memory.as_ref().unwrap();
+    assert_eq!(m.location.version, CgroupVersion::V1);
+    assert_eq!(m.location.route, CgroupRoute::AgentMount);
+    assert_eq!(m.location.path, cg.path());
+    assert_eq!(m.location.dir, cg.dir);
+    assert_eq!(m.limit_bytes, Some(Some(128 * MIB)), "limit exact");
+    let ws = m.working_set_bytes.unwrap();
+    assert_within(ws, cg.kernel_working_set(), 5.0, "working set vs the kernel's");
+    assert_within(ws, 100 * MIB, 10.0, "working set vs 100 MiB held");
+    assert!(m.anon_bytes.unwrap() >= 100 * MIB, "total_rss {:?}", m.anon_bytes);
+    assert_eq!(m.oom_kill_events, Some(0));
+    assert_eq!(m.under_oom, Some(false));
+    let pressure = m.pressure.as_ref().unwrap();
+    assert_eq!(pressure.path, Path::new("/proc/pressure/memory"), "v1 has no per-cgroup PSI");
+    assert_eq!(container.pids.len(), 2);
+    // ~79% of the limit: below the 85% warning.
+    assert!(findings.iter().all(|f| f.id != "memory.near_limit"), "{findings:?}");
+
+    assert_eq!(hog.send("alloc 12").as_deref(), Some("ok"));
+    let (_, findings) = read(&[hog.pid, sleeper.pid]);
+    let near: Vec<_> = findings.iter().filter(|f| f.id == "memory.near_limit").collect();
+    assert_eq!(near.len(), 1, "{findings:?}");
+    assert_eq!(near[0].severity, Severity::Warn, "{}", near[0].message);
+
+    // Past the limit: the kernel kills the biggest process in the cgroup.
+    assert_eq!(hog.send("alloc 64"), None, "the hog must be OOM-killed");
+    let status = hog.wait();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status:?}");
+    let (container, findings) = read(&[sleeper.pid]);
+    let m = container.memory.as_ref().unwrap();
+    assert_eq!(m.oom_kill_events, Some(1), "exactly one OOM kill");
+    assert!(m.failcnt.unwrap() > 0);
+    let oom: Vec<_> = findings.iter().filter(|f| f.id == "memory.oom_killed").collect();
+    assert_eq!(oom.len(), 1, "{findings:?}");
+    assert_eq!(oom[0].severity, Severity::Critical);
+    assert!(oom[0].evidence.contains(&("oom_kill_events", "1".to_string())));
+    assert_eq!(findings[0].id, "memory.oom_killed", "the most severe comes first");
+}

@@ -1,0 +1,95 @@
+//! The gRPC server on an ephemeral loopback port: the service, health,
+//! reflection, and status codes for bad requests.
+
+use osl_agent::{Agent, Roots, server};
+use osl_proto::v1;
+use osl_proto::v1::diagnostics_client::DiagnosticsClient;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tonic::Code;
+
+struct Running {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start() -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let agent = Arc::new(Agent::new(&Roots::default()));
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        server::serve(listener, agent, async { rx.await.ok().unwrap_or(()) }).await.unwrap();
+    });
+    Running { addr, stop: Some(tx), task }
+}
+
+#[tokio::test]
+async fn serves_diagnostics_with_status_codes_for_bad_requests() {
+    let srv = start().await;
+    let mut client = DiagnosticsClient::connect(srv.addr.clone()).await.unwrap();
+    let me = std::process::id() as i32;
+
+    let resp =
+        client.get_process(v1::GetProcessRequest { pid: me, start_time_ticks: None }).await.unwrap().into_inner();
+    let p = resp.process.unwrap();
+    assert_eq!(p.pid, me);
+    let agent = resp.agent.unwrap();
+    assert!(agent.rss_bytes.unwrap() > 0);
+    assert_ne!(agent.level, v1::PrivilegeLevel::Unspecified as i32);
+
+    let status = client.get_process(v1::GetProcessRequest { pid: i32::MAX, start_time_ticks: None }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), format!("process {} not found", i32::MAX));
+
+    let reused = v1::GetProcessRequest { pid: me, start_time_ticks: Some(p.start_time_ticks + 1) };
+    assert_eq!(client.get_process(reused).await.unwrap_err().code(), Code::NotFound);
+
+    let bad = v1::DiagnoseRequest { filter: Some(v1::Filter { pids: vec![-3], ..Default::default() }) };
+    assert_eq!(client.diagnose(bad).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let diag = client.diagnose(v1::DiagnoseRequest::default()).await.unwrap().into_inner();
+    assert!(diag.processes.iter().any(|p| p.pid == me));
+    assert!(!diag.containers.is_empty());
+
+    let listed = client.list_processes(v1::ListProcessesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.processes.len() > 1);
+
+    stop(srv).await;
+}
+
+#[tokio::test]
+async fn serves_health_and_reflection() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let srv = start().await;
+    let channel = tonic::transport::Endpoint::from_shared(srv.addr.clone()).unwrap().connect().await.unwrap();
+
+    let mut health = HealthClient::new(channel.clone());
+    let check = HealthCheckRequest { service: osl_proto::DIAGNOSTICS_SERVICE.into() };
+    let status = health.check(check).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"osl.v1.Diagnostics"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    stop(srv).await;
+}
+
+async fn stop(mut srv: Running) {
+    srv.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), srv.task).await.expect("graceful shutdown").unwrap();
+}

@@ -1,0 +1,10 @@
+//! osl-agent's integration tests: real processes with known state, real cgroups
+//! (as root), fixture trees for what this machine cannot show, and the gRPC server.
+
+mod cgroup_v1;
+mod cgroup_v2;
+mod fds;
+mod grpc;
+mod memory;
+mod races;
+mod support;
