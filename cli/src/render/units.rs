@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn units() {
-        assert_eq!(bytes(Some(64 * 1024 * 1024)), "64.0 MiB");
+        assert_eq!(bytes(Some(64 * 1024 * 1024)), "64 MiB");
         assert_eq!(bytes(Some(1536)), "1.5 KiB");
         assert_eq!(bytes(None), "-");
         assert_eq!(pct(Some(63), Some(64)), "98.4%");
