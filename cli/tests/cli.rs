@@ -1,0 +1,204 @@
+//! kubectl-osl as a user runs it: exit codes, error lines, output formats, and the
+//! same answer over gRPC as in-process.
+
+use serde_json::Value;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubectl-osl");
+
+fn osl(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("NO_COLOR", "1").output().expect("run kubectl-osl")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert_eq!(code(o), 0, "stderr: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("valid JSON")
+}
+
+/// A child killed on drop.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sleeper() -> Kid {
+    Kid(Command::new("sleep").arg("300").spawn().unwrap())
+}
+
+/// bash with RLIMIT_NOFILE 64 holding 60 more fds, then sleeping.
+fn fd_hog() -> (Kid, i32) {
+    // Close what the test runner leaked, then hold fds 3..=62.
+    let script = "for f in /proc/$$/fd/*; do n=${f##*/}; [ $n -gt 2 ] && eval \"exec $n>&-\"; done; \
+                  ulimit -n 64; for i in $(seq 3 62); do eval \"exec $i</dev/null\"; done; echo ready; exec sleep 300";
+    let mut child = Command::new("bash").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    // Wait for the exec into sleep.
+    for _ in 0..500 {
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == "sleep" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    (Kid(child), pid)
+}
+
+#[test]
+fn an_unknown_pid_exits_3_with_one_line() {
+    let o = osl(&["ps", "--local", "--pid", "2147483647"]);
+    assert_eq!(code(&o), 3);
+    assert_eq!(stderr(&o), "error: process 2147483647 not found\n");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn an_unreachable_agent_exits_4_naming_the_address() {
+    let o = osl(&["diagnose", "--agent", "127.0.0.1:1", "--timeout", "2s"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: cannot connect to the agent at 127.0.0.1:1\nCaused by:\n"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(code(&osl(&["ps"])), 2, "no --agent and no --local");
+    assert_eq!(code(&osl(&["ps", "--bogus"])), 2);
+    assert_eq!(code(&osl(&["ps", "--local", "--pid", "0"])), 2);
+    let o = osl(&["ps", "--local", "--container", "not-hex!"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = osl(&["diagnose", "pod/web", "--local"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("Kubernetes targets are not supported by this build yet"), "{}", stderr(&o));
+}
+
+#[test]
+fn fail_on_turns_findings_into_exit_1() {
+    let (_kid, pid) = fd_hog();
+    let pid = pid.to_string();
+    let o = osl(&["diagnose", "--local", "--pid", &pid, "-o", "json"]);
+    let v = json(&o);
+    let finding = &v["findings"][0];
+    assert_eq!(finding["id"], "fd.near_limit");
+    assert_eq!(finding["severity"], "critical");
+    assert_eq!(v["processes"][0]["fds"]["open"], 63);
+    assert_eq!(v["processes"][0]["fds"]["soft_limit"], 64);
+    assert_eq!(code(&osl(&["diagnose", "--local", "--pid", &pid, "--fail-on", "critical"])), 1);
+    assert_eq!(code(&osl(&["diagnose", "--local", "--pid", &pid, "--fail-on", "warn"])), 1);
+    let table = osl(&["diagnose", "--local", "--pid", &pid]);
+    assert_eq!(code(&table), 0);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.starts_with("FINDINGS\n  CRITICAL fd.near_limit pid "), "{text}");
+    assert!(text.contains("63/64"), "{text}");
+    assert!(!text.contains('\x1b'), "no colour into a pipe");
+}
+
+#[test]
+fn table_yaml_and_json_agree_for_a_process() {
+    let kid = sleeper();
+    let pid = kid.0.id().to_string();
+    let v = json(&osl(&["ps", "--local", "--pid", &pid, "-o", "json"]));
+    let p = &v["processes"][0];
+    assert_eq!(p["comm"], "sleep");
+    assert_eq!(p["cmdline"], serde_json::json!(["sleep", "300"]));
+    assert_eq!(p["state"], "sleeping");
+    let y = osl(&["ps", "--local", "--pid", &pid, "-o", "yaml"]);
+    let from_yaml: Value = serde_norway::from_slice(&y.stdout).unwrap();
+    assert_eq!(from_yaml["processes"][0]["comm"], "sleep");
+    assert_eq!(from_yaml["processes"][0]["start_time_ticks"], p["start_time_ticks"]);
+    let t = osl(&["ps", "--local", "--pid", &pid]);
+    let text = String::from_utf8(t.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.split_whitespace().eq([
+        "PID",
+        "PPID",
+        "UID",
+        "S",
+        "THR",
+        "RSS",
+        "PSS",
+        "USS",
+        "FDS",
+        "CPU",
+        "CONTAINER",
+        "COMMAND"
+    ]));
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.trim_start().starts_with(&pid) && row.ends_with("sleep 300"), "{row}");
+}
+
+/// The same pid through a real gRPC agent and in-process: equal but for timing.
+#[test]
+fn the_grpc_answer_equals_the_local_one() {
+    let kid = sleeper();
+    let pid = kid.0.id().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let agent = Arc::new(osl_agent::Agent::new(&osl_agent::Roots::default()));
+    rt.spawn(osl_agent::server::serve(listener, agent, std::future::pending()));
+
+    for cmd in ["ps", "diagnose"] {
+        let mut remote = json(&osl(&[cmd, "--agent", &addr, "--pid", &pid, "-o", "json"]));
+        let mut local = json(&osl(&[cmd, "--local", "--pid", &pid, "-o", "json"]));
+        for v in [&mut remote, &mut local] {
+            let o = v.as_object_mut().unwrap();
+            for timing in ["agent", "taken_at_unix_ms", "capture_usec"] {
+                o.remove(timing);
+            }
+            // PSS of shared file pages (libc) depends on how many processes map them at
+            // that instant, which the tests running alongside change.
+            for p in o.get_mut("processes").and_then(Value::as_array_mut).into_iter().flatten() {
+                for shared in ["pss_bytes", "pss_file_bytes"] {
+                    p["memory"].as_object_mut().unwrap().remove(shared);
+                }
+            }
+            // Cgroup usage moves with everything else on the machine; the container's identity does not.
+            for c in o.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+                for part in ["memory", "cpu"] {
+                    let loc = c[part]["location"].take();
+                    c[part] = serde_json::json!({ "location": loc, "limit_bytes": c[part]["limit_bytes"] });
+                }
+            }
+        }
+        assert_eq!(remote, local, "{cmd}");
+        assert_eq!(remote["processes"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn kubectl_finds_the_plugin_on_path() {
+    let Ok(kubectl) = which("kubectl") else {
+        eprintln!("SKIPPED kubectl_finds_the_plugin_on_path: no kubectl on PATH");
+        return;
+    };
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new(kubectl)
+        .args(["osl", "ps", "--local", "--pid", "1", "-o", "json"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let v = json(&o);
+    assert_eq!(v["processes"][0]["pid"], 1);
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+        .ok_or(())
+}
