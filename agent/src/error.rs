@@ -73,7 +73,28 @@ pub enum AgentError {
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
 /// Reads a whole kernel file, mapping the error to [`ReadError`] with its path.
+///
+/// /proc and cgroup files report a size of 0, so `std::fs::read` would stat the
+/// file and then grow its buffer from a 32-byte probe: several syscalls a file.
+/// This reads straight into 4 KiB (most such files fit) and doubles from there.
 pub fn read_file(path: impl Into<PathBuf>) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
     let path = path.into();
-    std::fs::read(&path).map_err(|e| ReadError::from_io(path, e))
+    let io = |e| ReadError::from_io(&path, e);
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }

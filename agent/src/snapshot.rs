@@ -25,6 +25,11 @@ impl Default for Roots {
     }
 }
 
+/// Threads reading /proc at once, at most.
+const MAX_READERS: usize = 4;
+/// Below this many processes a reader, threads cost more than they save.
+const MIN_PER_READER: usize = 16;
+
 #[derive(Debug)]
 pub struct Collector {
     procs: ProcReader,
@@ -49,12 +54,12 @@ impl Collector {
     pub fn processes(&self, filter: &Filter) -> Result<(Vec<Process>, Vec<Unavailable>), AgentError> {
         let mut unavailable = Vec::new();
         let pids = if filter.pids.is_empty() { self.procs.pids()? } else { filter.pids.clone() };
+        if let Some(bad) = pids.iter().find(|&&p| p <= 0) {
+            return Err(AgentError::InvalidArgument(format!("pid {bad} is not a process id")));
+        }
         let mut processes = Vec::with_capacity(pids.len());
-        for pid in pids {
-            if pid <= 0 {
-                return Err(AgentError::InvalidArgument(format!("pid {pid} is not a process id")));
-            }
-            match self.procs.read(pid) {
+        for (pid, result) in self.read_all(&pids) {
+            match result {
                 Ok(p) => processes.push(p),
                 // Gone before its first read: it exited, or never was (a pid asked for).
                 Err(ReadError::Gone { .. }) if filter.pids.is_empty() => {}
@@ -74,6 +79,26 @@ impl Collector {
             return Err(AgentError::ProcessNotFound { pid: filter.pids[0] });
         }
         Ok((processes, unavailable))
+    }
+
+    /// Reads processes on up to [`MAX_READERS`] threads (each read is a handful
+    /// of small blocking syscalls), keeping the pids' order.
+    fn read_all(&self, pids: &[i32]) -> Vec<(i32, Result<Process, ReadError>)> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_READERS);
+        if threads < 2 || pids.len() < 2 * MIN_PER_READER {
+            return pids.iter().map(|&pid| (pid, self.procs.read(pid))).collect();
+        }
+        let chunk = pids.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = pids
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().map(|&pid| (pid, self.procs.read(pid))).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
     }
 
     /// One process; with `start_time_ticks`, only if it is still that process.
