@@ -160,10 +160,10 @@ fn the_grpc_answer_equals_the_local_one() {
             for timing in ["agent", "taken_at_unix_ms", "capture_usec"] {
                 o.remove(timing);
             }
-            // PSS of shared file pages (libc) depends on how many processes map them at
-            // that instant, which the tests running alongside change.
+            // PSS and USS count a file page (libc) by how many processes map it at that
+            // instant, which the tests running alongside change.
             for p in o.get_mut("processes").and_then(Value::as_array_mut).into_iter().flatten() {
-                for shared in ["pss_bytes", "pss_file_bytes"] {
+                for shared in ["pss_bytes", "pss_file_bytes", "uss_bytes"] {
                     p["memory"].as_object_mut().unwrap().remove(shared);
                 }
             }
