@@ -57,6 +57,9 @@ impl Collector {
         if let Some(bad) = pids.iter().find(|&&p| p <= 0) {
             return Err(AgentError::InvalidArgument(format!("pid {bad} is not a process id")));
         }
+        let mut pids = pids;
+        pids.sort_unstable();
+        pids.dedup();
         let mut processes = Vec::with_capacity(pids.len());
         for (pid, result) in self.read_all(&pids) {
             match result {

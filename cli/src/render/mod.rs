@@ -20,7 +20,12 @@ pub struct View {
 
 impl View {
     pub fn detect(output: Output) -> Self {
-        let width = std::io::stdout().is_terminal().then(|| terminal_size::terminal_size().map(|(w, _)| w.0)).flatten();
+        // COLUMNS wins over the terminal's own size, as for ls and ps.
+        let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &u16| c > 0);
+        let width = std::io::stdout()
+            .is_terminal()
+            .then(|| columns.or_else(|| terminal_size::terminal_size().map(|(w, _)| w.0)))
+            .flatten();
         Self { output, width }
     }
 
@@ -33,7 +38,7 @@ impl View {
             return r;
         }
         let mut out = String::new();
-        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width).trim_fmt());
+        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, None);
         write(&out)
@@ -47,11 +52,11 @@ impl View {
         findings(&mut out, &resp.findings);
         if !resp.containers.is_empty() {
             out.push_str(&heading("CONTAINERS"));
-            out.push_str(&tables::containers(&resp.containers, self.wide(), self.width).trim_fmt());
+            out.push_str(&tables::containers(&resp.containers, self.wide(), self.width));
             out.push_str("\n\n");
         }
         out.push_str(&heading("PROCESSES"));
-        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width).trim_fmt());
+        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
         write(&out)
@@ -67,11 +72,11 @@ impl View {
         findings(&mut out, &memory_findings);
         if !resp.containers.is_empty() {
             out.push_str(&heading("CONTAINER MEMORY"));
-            out.push_str(&tables::container_memory(&resp.containers, self.wide(), self.width).trim_fmt());
+            out.push_str(&tables::container_memory(&resp.containers, self.wide(), self.width));
             out.push_str("\n\n");
         }
         out.push_str(&heading("PROCESS MEMORY (by PSS)"));
-        out.push_str(&tables::process_memory(&resp.processes, self.wide(), self.width).trim_fmt());
+        out.push_str(&tables::process_memory(&resp.processes, self.wide(), self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
         write(&out)

@@ -1,31 +1,68 @@
 //! The tables, kubectl style: no borders, upper-case headers, one line a row.
 
 use super::units::{self, NONE, bytes, cpu_time, opt, pct, short_id};
-use comfy_table::{CellAlignment, ContentArrangement, Row, Table};
+use comfy_table::{CellAlignment, ContentArrangement, Table};
 use osl_proto::{enum_names, v1};
 
-fn table(headers: &[&str], right_aligned: &[usize], width: Option<u16>) -> Table {
-    let mut t = Table::new();
-    t.load_style(comfy_table::presets::NOTHING);
-    match width {
-        Some(w) => t.set_content_arrangement(ContentArrangement::Dynamic).set_width(w),
-        None => t.set_content_arrangement(ContentArrangement::Disabled),
-    };
-    t.set_header(headers.to_vec());
-    let last = headers.len().saturating_sub(1);
-    for (i, col) in t.column_iter_mut().enumerate() {
-        col.set_padding((0, if i == last { 0 } else { 3 }));
-        if right_aligned.contains(&i) {
-            col.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    t
+/// Rows of text, rendered kubectl style: no borders, upper-case headers, one line
+/// a row. On a terminal the last column (a command line) is cut to fit the width.
+struct Grid {
+    headers: Vec<&'static str>,
+    right_aligned: Vec<usize>,
+    rows: Vec<Vec<String>>,
 }
 
-fn add(t: &mut Table, cells: Vec<String>) {
-    let mut row = Row::from(cells);
-    row.max_height(1);
-    t.add_row(row);
+impl Grid {
+    fn new(headers: Vec<&'static str>, right_aligned: &[usize]) -> Self {
+        Self { headers, right_aligned: right_aligned.to_vec(), rows: Vec::new() }
+    }
+
+    fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    fn render(mut self, width: Option<u16>) -> String {
+        let last = self.headers.len().saturating_sub(1);
+        if let Some(width) = width {
+            let used: usize = (0..last)
+                .map(|i| {
+                    let cells = self.rows.iter().map(|r| r[i].chars().count());
+                    cells.chain([self.headers[i].len()]).max().unwrap_or(0) + GAP
+                })
+                .sum();
+            let room = usize::from(width).saturating_sub(used).max(MIN_LAST_COLUMN);
+            for row in &mut self.rows {
+                truncate(&mut row[last], room);
+            }
+        }
+        let mut t = Table::new();
+        t.load_style(comfy_table::presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header(self.headers.clone());
+        for (i, col) in t.column_iter_mut().enumerate() {
+            col.set_padding((0, if i == last { 0 } else { GAP as u16 }));
+            if self.right_aligned.contains(&i) {
+                col.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        for row in self.rows {
+            t.add_row(row);
+        }
+        t.trim_fmt()
+    }
+}
+
+/// Spaces between columns, as kubectl prints them.
+const GAP: usize = 3;
+/// The last column keeps at least this much on a narrow terminal.
+const MIN_LAST_COLUMN: usize = 20;
+
+fn truncate(text: &mut String, max_chars: usize) {
+    if let Some((cut, _)) = text.char_indices().nth(max_chars.saturating_sub(1)) {
+        if text[cut..].chars().count() > 1 {
+            text.truncate(cut);
+            text.push('…');
+        }
+    }
 }
 
 pub fn state_letter(state: i32) -> &'static str {
@@ -66,13 +103,13 @@ fn container_label(id: &str) -> String {
     if id.is_empty() { NONE.into() } else { short_id(id).into() }
 }
 
-pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> Table {
+pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> String {
     let mut headers = vec!["PID", "PPID", "UID", "S", "THR", "RSS", "PSS", "USS", "FDS", "CPU", "CONTAINER"];
     if wide {
         headers.extend(["AGE", "VCSW", "NVCSW", "MINFLT", "MAJFLT", "HWM", "SWAP", "SIGCGT", "CAPS"]);
     }
     headers.push("COMMAND");
-    let mut t = table(&headers, &[0, 1, 2, 4, 5, 6, 7, 8, 9], width);
+    let mut t = Grid::new(headers, &[0, 1, 2, 4, 5, 6, 7, 8, 9]);
     for p in list {
         let m = p.memory.unwrap_or_default();
         let c = p.cpu.unwrap_or_default();
@@ -110,9 +147,9 @@ pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> Table 
             ]);
         }
         row.push(command(p));
-        add(&mut t, row);
+        t.push(row);
     }
-    t
+    t.render(width)
 }
 
 fn cgroup_label(c: &v1::Container) -> String {
@@ -152,7 +189,7 @@ fn version(l: Option<&v1::CgroupLocation>) -> String {
     l.map_or_else(|| NONE.into(), |l| enum_names::cgroup_version::name_of(l.version))
 }
 
-pub fn containers(list: &[v1::Container], wide: bool, width: Option<u16>) -> Table {
+pub fn containers(list: &[v1::Container], wide: bool, width: Option<u16>) -> String {
     let mut headers = vec![
         "CONTAINER",
         "CGROUP",
@@ -168,7 +205,7 @@ pub fn containers(list: &[v1::Container], wide: bool, width: Option<u16>) -> Tab
     if wide {
         headers.extend(["USAGE", "PEAK", "CPU TIME", "ROUTE"]);
     }
-    let mut t = table(&headers, &[2, 3, 4, 5, 6, 7, 8], width);
+    let mut t = Grid::new(headers, &[2, 3, 4, 5, 6, 7, 8]);
     for c in list {
         let m = c.memory.clone().unwrap_or_default();
         let loc = m.location.as_ref();
@@ -192,12 +229,12 @@ pub fn containers(list: &[v1::Container], wide: bool, width: Option<u16>) -> Tab
                 loc.map_or_else(|| NONE.into(), |l| l.route.clone()),
             ]);
         }
-        add(&mut t, row);
+        t.push(row);
     }
-    t
+    t.render(width)
 }
 
-pub fn container_memory(list: &[v1::Container], wide: bool, width: Option<u16>) -> Table {
+pub fn container_memory(list: &[v1::Container], wide: bool, width: Option<u16>) -> String {
     let mut headers = vec![
         "CONTAINER",
         "WORKING SET",
@@ -215,7 +252,7 @@ pub fn container_memory(list: &[v1::Container], wide: bool, width: Option<u16>) 
     if wide {
         headers.extend(["SOCK", "SLAB", "FAILCNT", "MAX EVENTS", "DIR"]);
     }
-    let mut t = table(&headers, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], width);
+    let mut t = Grid::new(headers, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     for c in list {
         let m = c.memory.clone().unwrap_or_default();
         let mut row = vec![
@@ -241,18 +278,18 @@ pub fn container_memory(list: &[v1::Container], wide: bool, width: Option<u16>) 
                 m.location.as_ref().map_or_else(|| NONE.into(), |l| l.dir.clone()),
             ]);
         }
-        add(&mut t, row);
+        t.push(row);
     }
-    t
+    t.render(width)
 }
 
-pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> Table {
+pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> String {
     let mut headers = vec!["PID", "RSS", "ANON", "FILE", "SHMEM", "PSS", "USS", "SWAP", "HWM", "CONTAINER"];
     if wide {
         headers.extend(["VSZ", "PSS ANON", "PSS FILE", "PSS SHMEM"]);
     }
     headers.push("COMMAND");
-    let mut t = table(&headers, &[0, 1, 2, 3, 4, 5, 6, 7, 8], width);
+    let mut t = Grid::new(headers, &[0, 1, 2, 3, 4, 5, 6, 7, 8]);
     let mut sorted: Vec<&v1::Process> =
         list.iter().filter(|p| p.memory.as_ref().is_some_and(|m| m.vm_rss_bytes.is_some())).collect();
     sorted.sort_by_key(|p| std::cmp::Reverse(p.memory.as_ref().and_then(|m| m.pss_bytes.or(m.vm_rss_bytes))));
@@ -279,7 +316,7 @@ pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> T
             ]);
         }
         row.push(command(p));
-        add(&mut t, row);
+        t.push(row);
     }
-    t
+    t.render(width)
 }
