@@ -46,8 +46,8 @@ impl V1Cgroup {
 
 impl Drop for V1Cgroup {
     fn drop(&mut self) {
-        for pid in self.read("cgroup.procs").lines() {
-            let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+        for pid in self.read("cgroup.procs").lines().filter_map(|l| l.parse().ok()).filter_map(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
         for _ in 0..100 {
             if std::fs::remove_dir(&self.dir).is_ok() {
