@@ -46,7 +46,9 @@ impl V1Cgroup {
 
 impl Drop for V1Cgroup {
     fn drop(&mut self) {
-        for pid in self.read("cgroup.procs").lines().filter_map(|l| l.parse().ok()).filter_map(rustix::process::Pid::from_raw) {
+        for pid in
+            self.read("cgroup.procs").lines().filter_map(|l| l.parse().ok()).filter_map(rustix::process::Pid::from_raw)
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
         for _ in 0..100 {
