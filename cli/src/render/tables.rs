@@ -57,11 +57,11 @@ const GAP: usize = 3;
 const MIN_LAST_COLUMN: usize = 20;
 
 fn truncate(text: &mut String, max_chars: usize) {
-    if let Some((cut, _)) = text.char_indices().nth(max_chars.saturating_sub(1)) {
-        if text[cut..].chars().count() > 1 {
-            text.truncate(cut);
-            text.push('…');
-        }
+    if let Some((cut, _)) = text.char_indices().nth(max_chars.saturating_sub(1))
+        && text[cut..].chars().count() > 1
+    {
+        text.truncate(cut);
+        text.push('…');
     }
 }
 
