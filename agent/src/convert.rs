@@ -3,7 +3,11 @@
 
 use crate::decode::{capability_names, signal_names};
 use crate::error::{AgentError, ReadError};
-use crate::model::{self, CgroupRoute, CgroupVersion, PressureSource, Severity};
+use crate::fds::fdinfo::flag_names;
+use crate::model::{
+    self, CgroupRoute, CgroupVersion, FdKind, PressureSource, Severity, SocketEntry, TCP_LISTEN, tcp_state_name,
+};
+use crate::net::parse::{endpoint, netlink_protocol_name, unix_state_name, unix_type_name};
 use crate::probe::{Level, Privileges};
 use osl_proto::text::escape;
 use osl_proto::v1;
@@ -95,6 +99,8 @@ pub fn process(p: &model::Process) -> v1::Process {
         container_id: p.container_id().unwrap_or_default(),
         exited_mid_read: p.exited_mid_read,
         unavailable: unavailable_all(&p.unavailable),
+        fd_summary: p.fd_summary.as_ref().map(fd_summary),
+        fd_trend: p.fd_trend.as_ref().map(fd_trend),
     }
 }
 
@@ -207,6 +213,7 @@ pub fn snapshot(s: &model::Snapshot, agent: v1::AgentInfo) -> v1::DiagnoseRespon
         containers: s.containers.iter().map(container).collect(),
         findings: findings(&s.findings),
         unavailable: unavailable_all(&s.unavailable),
+        fd_totals: Some(fd_summary(&s.fd_totals)),
     }
 }
 
@@ -225,6 +232,131 @@ pub fn agent_info(privileges: &Privileges, own: Option<&model::Process>, uptime_
         rss_bytes: own.and_then(|p| p.memory.vm_rss_bytes),
         cpu_usec: own.and_then(|p| Some(p.cpu.utime_usec? + p.cpu.stime_usec?)),
         uptime_msec: Some(uptime_msec),
+    }
+}
+
+pub fn fd_kind(k: FdKind) -> v1::FdKind {
+    use v1::FdKind as K;
+    match k {
+        FdKind::File => K::File,
+        FdKind::Directory => K::Directory,
+        FdKind::CharDevice => K::CharDevice,
+        FdKind::BlockDevice => K::BlockDevice,
+        FdKind::Pipe => K::Pipe,
+        FdKind::Fifo => K::Fifo,
+        FdKind::Socket => K::Socket,
+        FdKind::Eventfd => K::Eventfd,
+        FdKind::Epoll => K::Epoll,
+        FdKind::Timerfd => K::Timerfd,
+        FdKind::Signalfd => K::Signalfd,
+        FdKind::Inotify => K::Inotify,
+        FdKind::Fanotify => K::Fanotify,
+        FdKind::Memfd => K::Memfd,
+        FdKind::Pidfd => K::Pidfd,
+        FdKind::IoUring => K::IoUring,
+        FdKind::AnonInode => K::AnonInode,
+        FdKind::Other => K::Other,
+    }
+}
+
+pub fn fd(f: &model::Fd) -> v1::Fd {
+    let info = f.info.as_ref();
+    v1::Fd {
+        fd: f.fd,
+        kind: fd_kind(f.kind) as i32,
+        target: escape(&f.target),
+        deleted: f.deleted,
+        pos_bytes: info.and_then(|i| i.pos),
+        flags: info
+            .and_then(|i| i.flags)
+            .map(|fl| flag_names(fl).into_iter().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        mnt_id: info.and_then(|i| i.mnt_id),
+        inode: info.and_then(|i| i.inode),
+        size_bytes: f.size_bytes,
+        socket: f.socket.as_ref().map(socket),
+        detail: info.map(|i| v1::FdDetail {
+            eventfd_count: i.eventfd_count,
+            epoll_targets: i.epoll_targets.iter().map(|&(fd, events)| v1::EpollTarget { fd, events }).collect(),
+            timerfd_clockid: i.timerfd.map(|t| t.clockid),
+            timerfd_interval_nsec: i.timerfd.map(|t| t.interval_nsec),
+            timerfd_value_nsec: i.timerfd.map(|t| t.value_nsec),
+            timerfd_ticks: i.timerfd.map(|t| t.ticks),
+            signalfd_signals: i.signalfd_mask.map(signal_names).unwrap_or_default(),
+            inotify_watches: i
+                .inotify_watches
+                .iter()
+                .map(|w| v1::InotifyWatch { wd: w.wd, inode: w.inode, mask: w.mask })
+                .collect(),
+            pidfd_pid: i.pidfd_pid,
+        }),
+    }
+}
+
+fn socket(s: &model::Socket) -> v1::Socket {
+    let mut out = v1::Socket { inode: s.inode, ..Default::default() };
+    match &s.entry {
+        None => {
+            out.note = "not in this network namespace's tcp, udp, unix or netlink tables \
+                        (a raw, packet or other-family socket, or one of another namespace)"
+                .into()
+        }
+        Some(SocketEntry::Inet { protocol, local, remote, state, tx_queue, rx_queue }) => {
+            out.protocol = protocol.name().into();
+            out.local = endpoint(local);
+            out.remote = endpoint(remote);
+            if protocol.is_tcp() {
+                out.tcp_state = i32::from(*state);
+                if *state == TCP_LISTEN {
+                    out.accept_queue = Some(*rx_queue);
+                    out.accept_backlog = s.accept_backlog;
+                } else {
+                    out.send_queue_bytes = Some(*tx_queue);
+                    out.recv_queue_bytes = Some(*rx_queue);
+                }
+            } else {
+                out.udp_state = if *state == 1 { "established" } else { "unconnected" }.into();
+                out.send_queue_bytes = Some(*tx_queue);
+                out.recv_queue_bytes = Some(*rx_queue);
+            }
+        }
+        Some(SocketEntry::Unix { path, socket_type, state, listening }) => {
+            out.protocol = "unix".into();
+            out.unix_path = path.as_deref().map(escape).unwrap_or_default();
+            out.unix_type = unix_type_name(*socket_type).into();
+            out.unix_state = unix_state_name(*state, *listening).into();
+        }
+        Some(SocketEntry::Netlink { protocol }) => {
+            out.protocol = "netlink".into();
+            out.note = format!("netlink {}", netlink_protocol_name(*protocol));
+        }
+    }
+    out
+}
+
+pub fn fd_summary(s: &model::FdSummary) -> v1::FdSummary {
+    let count = |name: &str, count: u64| v1::Count { name: name.to_string(), count };
+    v1::FdSummary {
+        total: s.total,
+        by_kind: s.by_kind.iter().map(|(k, n)| count(k.name(), *n)).collect(),
+        by_tcp_state: s.by_tcp_state.iter().map(|(st, n)| count(tcp_state_name(*st), *n)).collect(),
+        top_remotes: s.top_remotes.iter().map(|(r, n)| v1::Endpoint { remote: r.clone(), connections: *n }).collect(),
+        deleted_files: s.deleted_files,
+        deleted_bytes: s.deleted_bytes,
+        headroom: s.headroom,
+        closed_during_read: s.closed_during_read,
+    }
+}
+
+pub fn fd_trend(t: &model::FdTrend) -> v1::FdTrend {
+    v1::FdTrend {
+        samples: t.samples,
+        window_msec: t.window_msec,
+        first: t.first,
+        last: t.last,
+        slope_per_sec: t.slope_per_sec,
+        growing: t.growing,
+        eta_to_limit_sec: t.eta_to_limit_sec,
     }
 }
 

@@ -39,6 +39,9 @@ pub fn evaluate(processes: &[Process], containers: &[Container]) -> Vec<Finding>
     }
     for p in processes {
         fd_near_limit(p, &mut out);
+        fd_leak(p, &mut out);
+        close_wait(p, &mut out);
+        deleted_files(p, &mut out);
     }
     zombies(processes, &mut out);
     sort(&mut out);
@@ -175,16 +178,20 @@ fn cpu_throttled(c: &Container, out: &mut Vec<Finding>) {
 }
 
 fn fd_near_limit(p: &Process, out: &mut Vec<Finding>) {
-    let (Some(open), Some(limit)) = (p.fds.open, p.fds.limit) else {
-        return;
-    };
-    let Some(soft) = limit.soft.filter(|&s| s > 0) else {
-        return;
-    };
+    let (Some(open), Some(limit)) = (p.fds.open, p.fds.limit) else { return };
+    let Some(soft) = limit.soft.filter(|&s| s > 0) else { return };
     let ratio = open as f64 / soft as f64;
-    let Some(severity) = NEAR_LIMIT.severity(ratio) else {
-        return;
-    };
+    let Some(severity) = NEAR_LIMIT.severity(ratio) else { return };
+    let mut evidence =
+        vec![("open_fds", open.to_string()), ("soft_limit", soft.to_string()), ("usage_pct", pct(ratio))];
+    let mut trend = String::new();
+    if let Some(t) = p.fd_trend.as_ref().filter(|t| t.growing) {
+        evidence.push(("slope_per_sec", format!("{:.2}", t.slope_per_sec)));
+        if let Some(eta) = t.eta_to_limit_sec {
+            evidence.push(("eta_to_limit_sec", eta.to_string()));
+            trend = format!("; growing {:.1}/s, the limit is {} away", t.slope_per_sec, duration(eta));
+        }
+    }
     out.push(Finding {
         id: "fd.near_limit",
         severity,
@@ -192,14 +199,131 @@ fn fd_near_limit(p: &Process, out: &mut Vec<Finding>) {
         pid: Some(p.pid),
         container_id: None,
         message: format!(
-            "{open} of {soft} file descriptors open ({}% of RLIMIT_NOFILE); at the limit open() and accept() fail with EMFILE \"Too many open files\"",
+            "{open} of {soft} file descriptors open ({}% of RLIMIT_NOFILE){trend}; at the limit open() and accept() \
+             fail with EMFILE \"Too many open files\"",
             pct(ratio)
         ),
-        evidence: vec![("open_fds", open.to_string()), ("soft_limit", soft.to_string()), ("usage_pct", pct(ratio))],
+        evidence,
         next_step: format!(
-            "see what is open with `ls -l /proc/{}/fd` (or `kubectl osl fds --pid {}` when available): many sockets \
-             suggest a connection leak; otherwise raise the limit (ulimit -n / LimitNOFILE)",
-            p.pid, p.pid
+            "see what is open with `kubectl osl fds --pid {}`: many sockets suggest a connection leak; \
+             otherwise raise the limit (ulimit -n / LimitNOFILE)",
+            p.pid
+        ),
+    });
+}
+
+/// `90s`, `12m`, `3h`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..7200 => format!("{}m", secs / 60),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
+/// A growing fd count this close to the limit is critical.
+const LEAK_CRITICAL_ETA_SEC: u64 = 600;
+
+fn fd_leak(p: &Process, out: &mut Vec<Finding>) {
+    let Some(t) = p.fd_trend.as_ref().filter(|t| t.growing) else { return };
+    let severity = match t.eta_to_limit_sec {
+        Some(eta) if eta < LEAK_CRITICAL_ETA_SEC => Severity::Critical,
+        _ => Severity::Warn,
+    };
+    let eta = t
+        .eta_to_limit_sec
+        .map(|e| format!("; at this rate RLIMIT_NOFILE is reached in {}", duration(e)))
+        .unwrap_or_default();
+    let now = p
+        .fd_summary
+        .as_ref()
+        .and_then(|s| s.by_kind.first())
+        .map(|(kind, n)| format!(" (the most: {n} {})", kind.name()))
+        .unwrap_or_default();
+    let mut evidence = vec![
+        ("first", t.first.to_string()),
+        ("last", t.last.to_string()),
+        ("window_msec", t.window_msec.to_string()),
+        ("slope_per_sec", format!("{:.2}", t.slope_per_sec)),
+    ];
+    if let Some(e) = t.eta_to_limit_sec {
+        evidence.push(("eta_to_limit_sec", e.to_string()));
+    }
+    out.push(Finding {
+        id: "fd.leak",
+        severity,
+        subject: process_subject(p),
+        pid: Some(p.pid),
+        container_id: p.container_id(),
+        message: format!(
+            "open fds rose from {} to {} over {:.1}s ({:.2}/s){now}{eta}",
+            t.first,
+            t.last,
+            t.window_msec as f64 / 1000.0,
+            t.slope_per_sec
+        ),
+        evidence,
+        next_step: format!(
+            "list them with `kubectl osl fds --pid {}` and look for what accumulates: sockets to one endpoint \
+             (a connection pool that never closes), files of one path (a missing close)",
+            p.pid
+        ),
+    });
+}
+
+/// CLOSE_WAIT connections: the peer closed, this process never did.
+const CLOSE_WAIT: Thresholds = Thresholds { warn: 3.0, critical: 100.0 };
+
+fn close_wait(p: &Process, out: &mut Vec<Finding>) {
+    let Some(s) = &p.fd_summary else { return };
+    let n = s.tcp_state_count(crate::model::TCP_CLOSE_WAIT);
+    let Some(severity) = CLOSE_WAIT.severity(n as f64) else { return };
+    let (endpoint, to_it) = s.top_close_wait.clone().unwrap_or_default();
+    out.push(Finding {
+        id: "socket.close_wait",
+        severity,
+        subject: process_subject(p),
+        pid: Some(p.pid),
+        container_id: p.container_id(),
+        message: format!(
+            "{n} TCP connections in CLOSE_WAIT ({to_it} to {endpoint}): the peer closed them and this process \
+             never called close(); each holds an fd until it does"
+        ),
+        evidence: vec![
+            ("close_wait", n.to_string()),
+            ("top_endpoint", endpoint.clone()),
+            ("to_top_endpoint", to_it.to_string()),
+        ],
+        next_step: format!(
+            "find the client code talking to {endpoint} that does not close its connections on EOF or error \
+             (`kubectl osl fds --pid {} --state close_wait`)",
+            p.pid
+        ),
+    });
+}
+
+/// Deleted files that are still open hold their disk space until closed.
+const DELETED_WARN_BYTES: u64 = 1 << 30;
+
+fn deleted_files(p: &Process, out: &mut Vec<Finding>) {
+    let Some(s) = p.fd_summary.as_ref().filter(|s| s.deleted_files > 0 && s.deleted_bytes > 0) else { return };
+    let severity = if s.deleted_bytes >= DELETED_WARN_BYTES { Severity::Warn } else { Severity::Info };
+    out.push(Finding {
+        id: "fd.deleted_file",
+        severity,
+        subject: process_subject(p),
+        pid: Some(p.pid),
+        container_id: p.container_id(),
+        message: format!(
+            "{} deleted file(s) still open, holding {} of disk space that `df` counts and `du` does not",
+            s.deleted_files,
+            mib(s.deleted_bytes)
+        ),
+        evidence: vec![("deleted_files", s.deleted_files.to_string()), ("deleted_bytes", s.deleted_bytes.to_string())],
+        next_step: format!(
+            "see them with `kubectl osl fds --pid {} --kind file` (marked deleted); a log rotated without \
+             reopening is the usual cause: make the process reopen its logs, or restart it",
+            p.pid
         ),
     });
 }

@@ -1,8 +1,9 @@
 //! osl-agent: reads the processes, cgroups and kernel state of the pod it runs
 //! in, and serves them over gRPC. It reads the OS and never changes it.
 //!
-//! Layout: a reader per data source (`proc`, `cgroup`, `probe`), the domain
+//! Layout: a reader per data source (`proc`, `cgroup`, `fds`, `net`, `probe`), the domain
 //! `model`, `findings` over the model, the `snapshot` collector that ties them,
+//! the background fd `trend` sampler,
 //! one conversion layer (`convert`) to the osl.v1 messages, and the gRPC
 //! `service` + `server`.
 
@@ -10,14 +11,17 @@ pub mod cgroup;
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod fds;
 pub mod findings;
 pub mod model;
+pub mod net;
 pub mod probe;
 pub mod proc;
 pub mod redact;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod trend;
 
 pub use service::Agent;
 pub use snapshot::Roots;

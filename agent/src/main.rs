@@ -1,11 +1,13 @@
 //! `osl-agent serve`: the in-pod agent.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use osl_agent::trend::FdSampler;
 use osl_agent::{Agent, Roots, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -36,6 +38,12 @@ struct ServeArgs {
     cgroup_root: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text", env = "OSL_LOG_FORMAT")]
     log_format: LogFormat,
+    /// How often every process's open-fd count is sampled, for leak trends.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "OSL_FD_SAMPLE_INTERVAL")]
+    fd_sample_interval: Duration,
+    /// How much fd-count history is kept per process.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "OSL_FD_HISTORY")]
+    fd_history: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,7 +83,12 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let roots = Roots { proc: args.proc_root, cgroup: args.cgroup_root };
-    let agent = Arc::new(Agent::new(&roots));
+    if args.fd_sample_interval.is_zero() {
+        return Err("--fd-sample-interval must be more than 0".into());
+    }
+    let samples = (args.fd_history.as_millis() / args.fd_sample_interval.as_millis()).clamp(5, 10_000) as usize + 1;
+    let sampler = FdSampler::new(args.fd_history, samples);
+    let agent = Arc::new(Agent::new(&roots).with_fd_sampler(sampler));
     let p = agent.privileges();
     info!(level = ?p.level, limitations = p.limitations.len(), "privileges probed");
     for l in &p.limitations {
@@ -85,6 +98,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     info!(listen = %listener.local_addr()?, "serving osl.v1.Diagnostics");
+    tokio::spawn(server::sample_fds_every(agent.clone(), args.fd_sample_interval));
     server::serve(listener, agent, shutdown_signal()).await?;
     info!("stopped");
     Ok(())

@@ -44,3 +44,16 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// Feeds the agent's fd-count history every `interval`, until the process ends.
+pub async fn sample_fds_every(agent: Arc<Agent>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let agent = agent.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || agent.sample_fds()).await {
+            tracing::warn!(error = %e, "an fd sample failed");
+        }
+    }
+}

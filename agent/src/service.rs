@@ -8,6 +8,7 @@ use crate::model::Filter;
 use crate::probe::{Level, Privileges, probe};
 use crate::proc::ProcReader;
 use crate::snapshot::{Collector, Roots};
+use crate::trend::FdSampler;
 use osl_proto::v1;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,8 @@ pub struct Agent {
     privileges: Privileges,
     own: ProcReader,
     started: Instant,
+    /// The fd-count history, when the agent samples in the background (not `--local`).
+    sampler: Option<Arc<FdSampler>>,
 }
 
 impl Agent {
@@ -29,6 +32,20 @@ impl Agent {
             privileges,
             own: ProcReader::default(),
             started: Instant::now(),
+            sampler: None,
+        }
+    }
+
+    /// Keeps an fd-count history for trends; [`Agent::sample_fds`] feeds it.
+    pub fn with_fd_sampler(mut self, sampler: FdSampler) -> Self {
+        self.sampler = Some(Arc::new(sampler));
+        self
+    }
+
+    /// Takes one fd-count sample of every process (a no-op without a sampler).
+    pub fn sample_fds(&self) {
+        if let Some(s) = &self.sampler {
+            s.sample(self.collector.proc_reader());
         }
     }
 
@@ -42,7 +59,7 @@ impl Agent {
     }
 
     pub fn diagnose(&self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse> {
-        let snapshot = self.collector.snapshot(&filter_from(req.filter)?)?;
+        let snapshot = self.collector.snapshot(&filter_from(req.filter)?, self.sampler.as_deref())?;
         Ok(convert::snapshot(&snapshot, self.info()))
     }
 
@@ -66,6 +83,46 @@ impl Agent {
             findings: convert::findings(&findings),
         })
     }
+
+    pub fn list_fds(&self, req: v1::ListFdsRequest) -> Result<v1::ListFdsResponse> {
+        let kinds: Vec<v1::FdKind> = enum_list(&req.kinds, "kind")?;
+        let states: Vec<v1::TcpState> = enum_list(&req.tcp_states, "tcp state")?;
+        let (mut p, table) = self.collector.process_fds(req.pid, req.start_time_ticks, self.sampler.as_deref())?;
+        if p.fd_trend.is_none() && p.fd_summary.is_some() {
+            let why = if self.sampler.is_some() {
+                "not enough samples yet: the agent samples fd counts in the background"
+            } else {
+                "no history: this is a one-off read (--local); a running agent samples fd counts in the background"
+            };
+            p.unavailable.push(crate::model::Unavailable::new("fd_trend", why));
+        }
+        let findings = findings::evaluate(std::slice::from_ref(&p), &[]);
+        let fds = table
+            .iter()
+            .flat_map(|t| &t.fds)
+            .map(convert::fd)
+            .filter(|fd| kinds.is_empty() || kinds.iter().any(|&k| k as i32 == fd.kind))
+            .filter(|fd| {
+                states.is_empty()
+                    || fd.socket.as_ref().is_some_and(|s| states.iter().any(|&st| st as i32 == s.tcp_state))
+            })
+            .collect();
+        Ok(v1::ListFdsResponse {
+            agent: Some(self.info()),
+            unavailable: p.unavailable.iter().map(convert::unavailable).collect(),
+            process: Some(convert::process(&p)),
+            fds,
+            findings: convert::findings(&findings),
+        })
+    }
+}
+
+/// Known values of a repeated enum field, or INVALID_ARGUMENT naming the unknown one.
+fn enum_list<E: TryFrom<i32>>(values: &[i32], what: &str) -> Result<Vec<E>> {
+    values
+        .iter()
+        .map(|&v| E::try_from(v).map_err(|_| AgentError::InvalidArgument(format!("unknown {what} {v}"))))
+        .collect()
 }
 
 fn now_unix_ms() -> i64 {
@@ -129,6 +186,11 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     ) -> Result<Response<v1::GetProcessResponse>, Status> {
         let agent = self.agent.clone();
         blocking(move || agent.get_process(req.into_inner())).await
+    }
+
+    async fn list_fds(&self, req: Request<v1::ListFdsRequest>) -> Result<Response<v1::ListFdsResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.list_fds(req.into_inner())).await
     }
 }
 

@@ -4,9 +4,12 @@
 
 use crate::cgroup::CgroupReader;
 use crate::error::{AgentError, ReadError};
+use crate::fds::{self, summary};
 use crate::findings;
-use crate::model::{Container, Filter, Process, Snapshot, Unavailable};
+use crate::model::{Container, FdSummary, FdTable, Filter, Process, Snapshot, Unavailable};
+use crate::net::NetnsCache;
 use crate::proc::ProcReader;
+use crate::trend::FdSampler;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -145,11 +148,59 @@ impl Collector {
         (containers, Vec::new())
     }
 
-    pub fn snapshot(&self, filter: &Filter) -> Result<Snapshot, AgentError> {
+    /// The fd table of a process that was just read, sockets resolved through the
+    /// cache of its network namespace; its summary and trend are set on `p`.
+    pub fn fd_table(&self, p: &mut Process, netns: &NetnsCache, sampler: Option<&FdSampler>) -> Option<FdTable> {
+        if p.kernel_thread || p.is_zombie() || p.exited_mid_read {
+            return None;
+        }
+        let dir = self.procs.root().join(p.pid.to_string());
+        match fds::read_table(&dir, || netns.tables_for(&dir)) {
+            Ok(table) => {
+                let soft = p.fds.limit.and_then(|l| l.soft);
+                p.fd_summary = Some(summary::summarize(&table, soft));
+                p.fd_trend = sampler.and_then(|s| s.trend(p.pid, p.start_time_ticks, soft));
+                p.unavailable.extend(table.unavailable.iter().cloned());
+                Some(table)
+            }
+            Err(e) if e.is_gone() => {
+                p.exited_mid_read = true;
+                p.unavailable.push(Unavailable::new("fds", "the process exited while it was being read"));
+                None
+            }
+            Err(e) => {
+                p.unavailable.push(fds::unavailable(&e, self.procs.denied_hint()));
+                None
+            }
+        }
+    }
+
+    /// One process and its fd table (`None` with the reason in `unavailable` when
+    /// the table cannot be read).
+    pub fn process_fds(
+        &self,
+        pid: i32,
+        start_time_ticks: Option<u64>,
+        sampler: Option<&FdSampler>,
+    ) -> Result<(Process, Option<FdTable>), AgentError> {
+        let mut p = self.process(pid, start_time_ticks)?;
+        let table = self.fd_table(&mut p, &NetnsCache::default(), sampler);
+        Ok((p, table))
+    }
+
+    pub fn snapshot(&self, filter: &Filter, sampler: Option<&FdSampler>) -> Result<Snapshot, AgentError> {
         let started = Instant::now();
         let taken_at_unix_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
-        let (processes, mut unavailable) = self.processes(filter)?;
+        let (mut processes, mut unavailable) = self.processes(filter)?;
+        let netns = NetnsCache::default();
+        let mut fd_totals = FdSummary::default();
+        for p in &mut processes {
+            self.fd_table(p, &netns, sampler);
+            if let Some(s) = &p.fd_summary {
+                summary::add(&mut fd_totals, s);
+            }
+        }
         let (containers, more) = self.containers(&processes);
         unavailable.extend(more);
         if filter.is_empty() && processes.iter().all(|p| p.pid == std::process::id() as i32) {
@@ -167,6 +218,7 @@ impl Collector {
             containers,
             findings,
             unavailable,
+            fd_totals,
         })
     }
 }

@@ -3,6 +3,11 @@
 //!   osl-testproc anon MIB           touch MIB of anonymous memory
 //!   osl-testproc cow CHILDREN MIB   touch MIB, then fork CHILDREN that share it copy-on-write
 //!   osl-testproc fds N [NOFILE]     lower RLIMIT_NOFILE to NOFILE, then hold N more fds open
+//!   osl-testproc kinds PORT DIR     one fd of every common kind (see `kinds`); TCP to 127.0.0.1:PORT
+//!   osl-testproc leak MS NOFILE     open a UDP socket every MS milliseconds, forever
+//!   osl-testproc churn              open and close files as fast as it can, forever
+//!   osl-testproc many N             hold N fds: 35% files, 30% socketpair ends, 23% pipe ends,
+//!                                   12% TCP connection ends (both ends of each connection)
 //!
 //! It prints `ready` (with `cow`: `ready PID…`) once its state is in place, then
 //! obeys stdin: `alloc MIB` touches more memory and answers `ok`; EOF ends it.
@@ -24,6 +29,7 @@ fn main() {
     let num = |i: usize| -> usize { args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| usage()) };
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut files = Vec::new();
+    let mut owned: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut ready = String::from("ready");
     match args.first().map(String::as_str) {
         Some("anon") => held.push(touch(num(1))),
@@ -40,15 +46,38 @@ fn main() {
         }
         Some("fds") => {
             if let Some(limit) = args.get(2).and_then(|a| a.parse::<u64>().ok()) {
-                let lim = rustix::process::Resource::Nofile;
-                let hard = rustix::process::getrlimit(lim).maximum;
-                rustix::process::setrlimit(lim, rustix::process::Rlimit { current: Some(limit), maximum: hard })
-                    .expect("setrlimit");
+                set_nofile(limit);
             }
             for _ in 0..num(1) {
                 files.push(std::fs::File::open("/dev/null").expect("open /dev/null"));
             }
         }
+        Some("kinds") => {
+            let dir = std::path::PathBuf::from(args.get(2).unwrap_or_else(|| usage()));
+            ready.push_str(&kinds(num(1) as u16, &dir, &mut owned));
+        }
+        Some("leak") => {
+            set_nofile(num(2) as u64);
+            let every = std::time::Duration::from_millis(num(1) as u64);
+            std::thread::spawn(move || {
+                let mut sockets = Vec::new();
+                loop {
+                    if let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") {
+                        sockets.push(s);
+                    }
+                    std::thread::sleep(every);
+                }
+            });
+        }
+        Some("churn") => {
+            std::thread::spawn(|| {
+                loop {
+                    let opened: Vec<_> = (0..50).filter_map(|_| std::fs::File::open("/dev/null").ok()).collect();
+                    drop(opened);
+                }
+            });
+        }
+        Some("many") => many(num(1), &mut owned),
         _ => usage(),
     }
     let mut out = std::io::stdout().lock();
@@ -60,7 +89,87 @@ fn main() {
             writeln!(out, "ok").and_then(|()| out.flush()).expect("stdout");
         }
     }
-    drop((held, files));
+    drop((held, files, owned));
+}
+
+fn set_nofile(limit: u64) {
+    let lim = rustix::process::Resource::Nofile;
+    let hard = rustix::process::getrlimit(lim).maximum;
+    rustix::process::setrlimit(lim, rustix::process::Rlimit { current: Some(limit), maximum: hard })
+        .expect("setrlimit");
+}
+
+/// One fd of every common kind, in this order: 5 files in DIR (one with a non-UTF-8
+/// name, one with a newline, one unlinked after writing 12345 bytes), a pipe, an
+/// eventfd (count 5), an epoll watching the eventfd and the pipe's read end, a
+/// timerfd (1 s interval), a unix socketpair, a TCP listener, and 4 TCP connections
+/// to 127.0.0.1:PORT. Returns " LISTEN_PORT LOCAL_PORT…" for the ready line.
+fn kinds(port: u16, dir: &std::path::Path, owned: &mut Vec<Box<dyn std::any::Any>>) -> String {
+    use std::ffi::OsStr;
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    for name in [&b"a.txt"[..], b"b.log", b"bad\xff.log", b"new\nline.txt"] {
+        let f = std::fs::File::create(dir.join(OsStr::from_bytes(name))).expect("create");
+        owned.push(Box::new(f));
+    }
+    let gone = dir.join("gone.tmp");
+    let mut f = std::fs::File::create(&gone).expect("create gone.tmp");
+    f.write_all(&[7u8; 12345]).expect("write");
+    std::fs::remove_file(&gone).expect("unlink");
+    owned.push(Box::new(f));
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let efd = rustix::event::eventfd(5, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
+    let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).expect("epoll");
+    for (fd, n) in [(rustix::fd::AsFd::as_fd(&efd), 1u64), (rustix::fd::AsFd::as_fd(&reader), 2)] {
+        rustix::event::epoll::add(
+            &epoll,
+            fd,
+            rustix::event::epoll::EventData::new_u64(n),
+            rustix::event::epoll::EventFlags::IN,
+        )
+        .expect("epoll_ctl");
+    }
+    let timer =
+        rustix::time::timerfd_create(rustix::time::TimerfdClockId::Monotonic, rustix::time::TimerfdFlags::CLOEXEC)
+            .expect("timerfd");
+    let second = rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 };
+    let spec = rustix::time::Itimerspec { it_interval: second, it_value: second };
+    rustix::time::timerfd_settime(&timer, rustix::time::TimerfdTimerFlags::empty(), &spec).expect("timerfd_settime");
+    let pair = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let mut ready = format!(" {}", listener.local_addr().expect("addr").port());
+    owned.push(Box::new((reader, writer, efd, epoll, timer, pair, listener)));
+    for _ in 0..4 {
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        ready.push_str(&format!(" {}", c.local_addr().expect("addr").port()));
+        owned.push(Box::new(c));
+    }
+    ready
+}
+
+/// N fds of the kinds a busy server holds (the fd benchmark's target).
+fn many(n: usize, owned: &mut Vec<Box<dyn std::any::Any>>) {
+    set_nofile(n as u64 + 64);
+    let files = n * 35 / 100;
+    let pairs = n * 30 / 100 / 2;
+    let pipes = n * 23 / 100 / 2;
+    let conns = (n - files - 2 * pairs - 2 * pipes) / 2;
+    for _ in 0..files {
+        owned.push(Box::new(std::fs::File::open("/dev/null").expect("open")));
+    }
+    for _ in 0..pairs {
+        owned.push(Box::new(std::os::unix::net::UnixStream::pair().expect("socketpair")));
+    }
+    for _ in 0..pipes {
+        owned.push(Box::new(std::io::pipe().expect("pipe")));
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    for _ in 0..conns {
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        owned.push(Box::new((c, s)));
+    }
 }
 
 /// MIB of anonymous memory, every page written.
@@ -83,6 +192,8 @@ fn child_sleeps() -> ! {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: osl-testproc anon MIB | cow CHILDREN MIB | fds N [NOFILE]");
+    eprintln!(
+        "usage: osl-testproc anon MIB | cow CHILDREN MIB | fds N [NOFILE] | kinds PORT DIR | leak MS NOFILE | churn | many N"
+    );
     std::process::exit(2)
 }

@@ -7,32 +7,44 @@ use crate::render;
 use osl_proto::v1;
 
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
-    let selection = match &cli.command {
-        Command::Diagnose(a) | Command::Mem(a) => &a.selection,
-        Command::Ps(s) => s,
+    let target = match &cli.command {
+        Command::Diagnose(a) | Command::Mem(a) => &a.selection.target,
+        Command::Ps(s) => &s.target,
+        Command::Fds(f) => &f.target,
     };
-    if let Some(target) = &selection.target {
+    if let Some(target) = target {
         return Err(CliError::Usage(format!(
             "cannot resolve {target:?}: Kubernetes targets are not supported by this build yet; \
              port-forward to the agent and use --agent HOST:PORT, or use --local"
         )));
     }
-    let filter = filter(selection);
     let mut backend = connect(&cli).await?;
     let view = render::View::detect(cli.output);
     match &cli.command {
-        Command::Ps(_) => {
+        Command::Fds(args) => {
+            let req = v1::ListFdsRequest {
+                pid: args.pid,
+                start_time_ticks: None,
+                kinds: args.kind.clone(),
+                tcp_states: args.state.clone(),
+            };
+            let resp = backend.list_fds(req).await?;
+            view.fds(&resp)?;
+            Ok(code::OK)
+        }
+        Command::Ps(selection) => {
+            let filter = filter(selection);
             let resp = backend.list_processes(v1::ListProcessesRequest { filter: Some(filter) }).await?;
             view.processes(&resp)?;
             Ok(code::OK)
         }
         Command::Diagnose(args) => {
-            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter) }).await?;
+            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter(&args.selection)) }).await?;
             view.diagnose(&resp)?;
             Ok(exit_for(args, &resp.findings))
         }
         Command::Mem(args) => {
-            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter) }).await?;
+            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter(&args.selection)) }).await?;
             view.memory(&resp)?;
             Ok(exit_for(args, &resp.findings))
         }

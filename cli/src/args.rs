@@ -68,6 +68,40 @@ pub enum Command {
     /// Memory: each container's working set against its limit with the memory.stat
     /// breakdown and PSI, and each process's RSS, PSS, USS, anon, file, shmem.
     Mem(DiagnoseArgs),
+    /// One process's file descriptors, like lsof: kind, target, sockets with their
+    /// TCP state and endpoints; -o wide adds flags, offsets and fdinfo detail.
+    Fds(FdsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FdsArgs {
+    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    pub target: Option<String>,
+    /// The process.
+    #[arg(long)]
+    pub pid: i32,
+    /// Only fds of this kind: file, directory, char_device, block_device, pipe, fifo, socket,
+    /// eventfd, epoll, timerfd, signalfd, inotify, fanotify, memfd, pidfd, io_uring, anon_inode.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fd_kind)]
+    pub kind: Vec<i32>,
+    /// Only sockets in this TCP state: established, listen, close_wait, time_wait, syn_sent…
+    #[arg(long, value_delimiter = ',', value_parser = parse_tcp_state)]
+    pub state: Vec<i32>,
+}
+
+fn enum_value(value: &str, prefix: &str, from: impl Fn(&str) -> Option<i32>, what: &str) -> Result<i32, String> {
+    let name = format!("{prefix}{}", value.trim().to_ascii_uppercase().replace('-', "_"));
+    from(&name).filter(|&v| v != 0).ok_or_else(|| format!("unknown {what} {value:?}"))
+}
+
+fn parse_fd_kind(value: &str) -> Result<i32, String> {
+    use osl_proto::v1::FdKind;
+    enum_value(value, "FD_KIND_", |n| FdKind::from_str_name(n).map(|k| k as i32), "fd kind")
+}
+
+fn parse_tcp_state(value: &str) -> Result<i32, String> {
+    use osl_proto::v1::TcpState;
+    enum_value(value, "TCP_STATE_", |n| TcpState::from_str_name(n).map(|k| k as i32), "TCP state")
 }
 
 #[derive(Debug, Args)]

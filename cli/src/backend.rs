@@ -49,6 +49,16 @@ impl Backend {
         }
     }
 
+    pub async fn list_fds(&mut self, req: v1::ListFdsRequest) -> Result<v1::ListFdsResponse, CliError> {
+        match self {
+            Self::Remote { addr, client } => {
+                client.list_fds(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => local(agent, move |a| a.list_fds(req)).await,
+        }
+    }
+
     pub async fn list_processes(
         &mut self,
         req: v1::ListProcessesRequest,

@@ -38,6 +38,27 @@ macro_rules! enum_names {
                 full.strip_prefix($prefix).unwrap_or(full).to_ascii_lowercase()
             }
 
+            /// For `repeated` enum fields.
+            pub mod list {
+                use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+                pub fn serialize<S: Serializer>(values: &[i32], s: S) -> Result<S::Ok, S::Error> {
+                    #[derive(serde::Serialize)]
+                    struct One<'a>(#[serde(with = "super")] &'a i32);
+                    let mut seq = s.serialize_seq(Some(values.len()))?;
+                    for v in values {
+                        seq.serialize_element(&One(v))?;
+                    }
+                    seq.end()
+                }
+
+                pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i32>, D::Error> {
+                    #[derive(Deserialize)]
+                    struct One(#[serde(with = "super")] i32);
+                    Ok(Vec::<One>::deserialize(d)?.into_iter().map(|o| o.0).collect())
+                }
+            }
+
             /// The short name of a raw enum value, as serde writes it.
             pub fn name_of(value: i32) -> String {
                 match <$ty>::try_from(value) {
@@ -53,6 +74,8 @@ enum_names!(severity, crate::v1::Severity, "SEVERITY_");
 enum_names!(process_state, crate::v1::ProcessState, "PROCESS_STATE_");
 enum_names!(cgroup_version, crate::v1::CgroupVersion, "CGROUP_VERSION_");
 enum_names!(privilege_level, crate::v1::PrivilegeLevel, "PRIVILEGE_LEVEL_");
+enum_names!(fd_kind, crate::v1::FdKind, "FD_KIND_");
+enum_names!(tcp_state, crate::v1::TcpState, "TCP_STATE_");
 
 #[cfg(test)]
 mod tests {
@@ -65,6 +88,20 @@ mod tests {
         assert_eq!(json["severity"], "critical");
         let back: Finding = serde_json::from_value(json).unwrap();
         assert_eq!(back.severity, Severity::Critical as i32);
+    }
+
+    #[test]
+    fn repeated_enums_round_trip() {
+        use crate::v1::{FdKind, ListFdsRequest, TcpState};
+        let req = ListFdsRequest {
+            kinds: vec![FdKind::Socket as i32, FdKind::Pipe as i32],
+            tcp_states: vec![TcpState::CloseWait as i32],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["kinds"], serde_json::json!(["socket", "pipe"]));
+        assert_eq!(json["tcp_states"], serde_json::json!(["close_wait"]));
+        assert_eq!(serde_json::from_value::<ListFdsRequest>(json).unwrap(), req);
     }
 
     #[test]

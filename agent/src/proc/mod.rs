@@ -109,6 +109,21 @@ impl ProcReader {
         Ok(p)
     }
 
+    /// The cheap sample the fd trend needs: (start time, open fds).
+    pub fn fd_count(&self, pid: i32) -> Result<(u64, u64), ReadError> {
+        let dir = self.root.join(pid.to_string());
+        let stat_path = dir.join("stat");
+        let (_, stat) = parse::parse_stat(&read_file(&stat_path)?).map_err(|r| ReadError::parse(&stat_path, r))?;
+        if stat.flags & PF_KTHREAD != 0 {
+            return Err(ReadError::Gone { path: dir.join("fd") });
+        }
+        Ok((stat.starttime, count_fds(&dir.join("fd"), self.is_procfs)?))
+    }
+
+    pub fn denied_hint(&self) -> &'static str {
+        self.denied_hint
+    }
+
     fn ticks_to_usec(&self, ticks: u64) -> u64 {
         ticks.saturating_mul(1_000_000) / self.ticks_per_sec.max(1)
     }

@@ -83,7 +83,7 @@ fn pure_v2_host_through_an_escaped_mount_point() {
     f.process(4242, "app", &format!("0::{}\n", scope_path()), 7);
     v2_cgroup_files(&f, &format!("host root/sys/fs/cgroup{}", scope_path()), true);
 
-    let snap = collector(&f).snapshot(&Filter::default()).unwrap();
+    let snap = collector(&f).snapshot(&Filter::default(), None).unwrap();
     assert_eq!(snap.processes.len(), 1);
     let p = &snap.processes[0];
     assert_eq!(p.fds.open, Some(7), "a fixture's fd dir is counted, not stat'ed");
@@ -141,7 +141,7 @@ fn missing_optional_files_are_absent_with_reasons_and_max_is_unlimited() {
     system_psi(&f);
     f.process(7, "app", &format!("0::{}\n", scope_path()), 3);
     v2_cgroup_files(&f, &format!("sys/fs/cgroup{}", scope_path()), false);
-    let snap = collector(&f).snapshot(&Filter::default()).unwrap();
+    let snap = collector(&f).snapshot(&Filter::default(), None).unwrap();
     let c = &snap.containers[0];
     let m = c.memory.as_ref().unwrap();
     assert_eq!(m.limit_bytes, Some(None), "memory.max = max is unlimited");
@@ -169,7 +169,7 @@ fn a_sibling_outside_the_agents_cgroup_namespace_is_read_through_its_own_root() 
         format!("1290 1280 0:26 {sibling_path} /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw\n"),
     );
     v2_cgroup_files(&f, "proc/4242/root/sys/fs/cgroup", true);
-    let snap = collector(&f).snapshot(&Filter::default()).unwrap();
+    let snap = collector(&f).snapshot(&Filter::default(), None).unwrap();
     let c = &snap.containers[0];
     let m = c.memory.as_ref().unwrap();
     assert_eq!(m.location.route, CgroupRoute::ProcessRoot);
@@ -188,7 +188,7 @@ fn a_configured_root_is_tried_first() {
     f.process(9, "app", &format!("0::{}\n", scope_path()), 3);
     v2_cgroup_files(&f, &format!("node-cgroup{}", scope_path()), true);
     let roots = Roots { proc: f.path("proc"), cgroup: Some(f.path("node-cgroup")) };
-    let snap = Collector::new(&roots, true).snapshot(&Filter::default()).unwrap();
+    let snap = Collector::new(&roots, true).snapshot(&Filter::default(), None).unwrap();
     let m = snap.containers[0].memory.as_ref().unwrap();
     assert_eq!(m.location.route, CgroupRoute::ConfiguredRoot);
     assert_eq!(m.limit_bytes, Some(Some(256 * MIB)));
@@ -235,7 +235,7 @@ total_inactive_file 2097152\ntotal_active_file 2097152\ntotal_unevictable 0\n",
     f.file(&format!("{cpu}/cpu.stat"), "nr_periods 0\nnr_throttled 0\nthrottled_time 0\nnr_bursts 0\nburst_time 0\n");
     f.file(&format!("{cpu}/cpuacct.usage"), "158694458997\n");
 
-    let snap = collector(&f).snapshot(&Filter::default()).unwrap();
+    let snap = collector(&f).snapshot(&Filter::default(), None).unwrap();
     let c = &snap.containers[0];
     assert!(c.unavailable.is_empty(), "{:?}", c.unavailable);
     let m = c.memory.as_ref().unwrap();

@@ -31,3 +31,239 @@ fn a_process_far_from_its_limit_has_no_fd_finding() {
     assert_eq!(resp.process.unwrap().fds.unwrap().open, Some(13));
     assert!(resp.findings.is_empty(), "{:?}", resp.findings);
 }
+
+mod table {
+    use crate::support::TestProc;
+    use osl_agent::{Agent, Roots};
+    use osl_proto::v1::{self, FdKind, TcpState};
+    use std::collections::BTreeMap;
+    use std::process::{Command, Stdio};
+
+    fn list(agent: &Agent, pid: i32) -> v1::ListFdsResponse {
+        agent.list_fds(v1::ListFdsRequest { pid, ..Default::default() }).unwrap()
+    }
+
+    /// `ss -tanp` lines of one pid: state -> count.
+    fn ss_states(pid: i32) -> BTreeMap<String, usize> {
+        let out = Command::new("ss").args(["-tanp"]).output().expect("ss");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut states = BTreeMap::new();
+        for line in text.lines().filter(|l| l.contains(&format!("pid={pid},"))) {
+            *states.entry(line.split_whitespace().next().unwrap().to_string()).or_default() += 1;
+        }
+        states
+    }
+
+    #[test]
+    fn every_kind_of_fd_is_reported_exactly() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_osl-testproc"));
+        cmd.args(["kinds", &port.to_string(), dir.path().to_str().unwrap()]).stderr(Stdio::null());
+        let child = TestProc::start(cmd);
+        let listen_port = child.announced[0];
+        let client_ports: Vec<i32> = child.announced[1..].to_vec();
+        // Keep one connection, close three: the child's ends go to CLOSE_WAIT.
+        let accepted: Vec<_> = (0..4).map(|_| server.accept().unwrap().0).collect();
+        let kept = accepted.into_iter().next().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ss_states(child.pid).get("CLOSE-WAIT") != Some(&3) {
+            assert!(std::time::Instant::now() < deadline, "no CLOSE_WAIT: {:?}", ss_states(child.pid));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+
+        let agent = Agent::new(&Roots::default());
+        let resp = list(&agent, child.pid);
+        let fds = &resp.fds;
+        let by_fd: BTreeMap<i32, &v1::Fd> = fds.iter().map(|f| (f.fd, f)).collect();
+        let on_disk = std::fs::read_dir(format!("/proc/{}/fd", child.pid)).unwrap().count();
+        assert_eq!(fds.len(), 20);
+        assert_eq!(on_disk, 20);
+        let kind = |k: FdKind| fds.iter().filter(|f| f.kind == k as i32).count();
+        // stdin and stdout are pipes from this test, stderr is /dev/null.
+        let counts = [
+            (FdKind::File, 5),
+            (FdKind::Pipe, 4),
+            (FdKind::CharDevice, 1),
+            (FdKind::Eventfd, 1),
+            (FdKind::Epoll, 1),
+            (FdKind::Timerfd, 1),
+            (FdKind::Socket, 7),
+        ];
+        for (k, n) in counts {
+            assert_eq!(kind(k), n, "{k:?}");
+        }
+        let summary = resp.process.as_ref().unwrap().fd_summary.as_ref().unwrap();
+        assert_eq!(summary.total, 20);
+        assert_eq!(summary.by_kind[0], v1::Count { name: "socket".into(), count: 7 });
+
+        // Files, in creation order from fd 3: a.txt, b.log, bad\xff.log, new\nline.txt, gone.tmp.
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(by_fd[&3].target, format!("{d}/a.txt"));
+        assert_eq!(by_fd[&5].target, format!("{d}/bad\\xff.log"));
+        assert_eq!(by_fd[&6].target, format!("{d}/new\\nline.txt"));
+        let json = serde_json::to_string(&by_fd[&5]).unwrap();
+        let back: v1::Fd = serde_json::from_str(&json).unwrap();
+        let mut original = format!("{d}/bad").into_bytes();
+        original.extend_from_slice(b"\xff.log");
+        assert_eq!(osl_proto::text::unescape(&back.target).unwrap(), original, "lossless through JSON");
+        let gone = by_fd[&7];
+        assert!(gone.deleted);
+        assert_eq!(gone.target, format!("{d}/gone.tmp"));
+        assert_eq!(gone.size_bytes, Some(12345));
+        assert_eq!((summary.deleted_files, summary.deleted_bytes), (1, 12345));
+        let raw = std::fs::read_to_string(format!("/proc/{}/fdinfo/7", child.pid)).unwrap();
+        assert!(raw.contains("flags:\t02100001\n"), "{raw}");
+        assert_eq!(gone.flags, ["O_WRONLY", "O_LARGEFILE", "O_CLOEXEC"], "O_CREAT and O_TRUNC act at open only");
+        assert_eq!(gone.pos_bytes, Some(12345));
+
+        // pipe 8 (read), 9 (write); eventfd 10; epoll 11; timerfd 12.
+        assert_eq!((by_fd[&8].kind, by_fd[&9].kind), (FdKind::Pipe as i32, FdKind::Pipe as i32));
+        assert_eq!(by_fd[&10].detail.as_ref().unwrap().eventfd_count, Some(5));
+        let watched: Vec<i32> = by_fd[&11].detail.as_ref().unwrap().epoll_targets.iter().map(|t| t.fd).collect();
+        assert_eq!(watched.len(), 2);
+        assert!(watched.contains(&10) && watched.contains(&8), "{watched:?}");
+        let timer = by_fd[&12].detail.as_ref().unwrap();
+        assert_eq!((timer.timerfd_interval_nsec, timer.timerfd_clockid), (Some(1_000_000_000), Some(1)));
+
+        // The socketpair, 13 and 14.
+        for fd in [13, 14] {
+            let s = by_fd[&fd].socket.as_ref().unwrap();
+            assert_eq!(
+                (s.protocol.as_str(), s.unix_type.as_str(), s.unix_state.as_str()),
+                ("unix", "stream", "connected")
+            );
+        }
+        // The listener, 15.
+        let l = by_fd[&15].socket.as_ref().unwrap();
+        assert_eq!((l.protocol.as_str(), l.tcp_state), ("tcp", TcpState::Listen as i32));
+        assert_eq!(l.local, format!("127.0.0.1:{listen_port}"));
+        assert_eq!(l.accept_queue, Some(0));
+        let ss_backlog = Command::new("ss").args(["-ltnH", &format!("sport = :{listen_port}")]).output().unwrap();
+        let backlog: u32 =
+            String::from_utf8_lossy(&ss_backlog.stdout).split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(l.accept_backlog, Some(backlog), "the backlog as ss shows it");
+
+        // The connections, 16..=19: the first kept (ESTABLISHED), three closed by the server.
+        for (i, fd) in (16..=19).enumerate() {
+            let s = by_fd[&fd].socket.as_ref().unwrap();
+            assert_eq!(s.local, format!("127.0.0.1:{}", client_ports[i]));
+            assert_eq!(s.remote, format!("127.0.0.1:{port}"));
+            let want = if i == 0 { TcpState::Established } else { TcpState::CloseWait };
+            assert_eq!(s.tcp_state, want as i32, "fd {fd}");
+        }
+        let tcp: BTreeMap<&str, u64> = summary.by_tcp_state.iter().map(|c| (c.name.as_str(), c.count)).collect();
+        assert_eq!(tcp, BTreeMap::from([("close_wait", 3), ("established", 1), ("listen", 1)]));
+        let ss = ss_states(child.pid);
+        assert_eq!(ss, BTreeMap::from([("CLOSE-WAIT".into(), 3), ("ESTAB".into(), 1), ("LISTEN".into(), 1)]));
+        assert_eq!(summary.top_remotes[0], v1::Endpoint { remote: format!("127.0.0.1:{port}"), connections: 4 });
+
+        let ids: Vec<(&str, i32)> = resp.findings.iter().map(|f| (f.id.as_str(), f.severity)).collect();
+        assert_eq!(
+            ids,
+            [("socket.close_wait", v1::Severity::Warn as i32), ("fd.deleted_file", v1::Severity::Info as i32)]
+        );
+        assert!(resp.findings[0].message.contains(&format!("3 to 127.0.0.1:{port}")), "{}", resp.findings[0].message);
+
+        // Filters.
+        let only = |kinds: Vec<i32>, tcp_states: Vec<i32>| {
+            agent.list_fds(v1::ListFdsRequest { pid: child.pid, kinds, tcp_states, ..Default::default() }).unwrap().fds
+        };
+        assert_eq!(only(vec![FdKind::Socket as i32], vec![]).len(), 7);
+        let cw: Vec<i32> = only(vec![], vec![TcpState::CloseWait as i32]).iter().map(|f| f.fd).collect();
+        assert_eq!(cw, [17, 18, 19]);
+        drop(kept);
+    }
+}
+
+mod trend {
+    use crate::support::TestProc;
+    use osl_agent::trend::FdSampler;
+    use osl_agent::{Agent, Roots};
+    use osl_proto::v1;
+    use std::time::Duration;
+
+    fn sampled(args: &[&str]) -> (TestProc, v1::ListFdsResponse) {
+        let child = TestProc::spawn(args);
+        let agent = Agent::new(&Roots::default()).with_fd_sampler(FdSampler::new(Duration::from_secs(60), 1000));
+        for _ in 0..16 {
+            agent.sample_fds();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let resp = agent.list_fds(v1::ListFdsRequest { pid: child.pid, ..Default::default() }).unwrap();
+        (child, resp)
+    }
+
+    #[test]
+    fn a_socket_every_50ms_is_a_leak_with_an_eta() {
+        let (_child, resp) = sampled(&["leak", "50", "400"]);
+        let p = resp.process.unwrap();
+        let t = p.fd_trend.expect("a trend after 16 samples");
+        assert!(t.growing, "{t:?}");
+        assert!((12.0..=28.0).contains(&t.slope_per_sec), "about 20 sockets a second: {t:?}");
+        let eta = t.eta_to_limit_sec.expect("an ETA");
+        let expected = (400 - t.last) as f64 / t.slope_per_sec;
+        assert!((eta as f64 - expected).abs() <= 1.0, "{eta} vs {expected}");
+        let leak = resp.findings.iter().find(|f| f.id == "fd.leak").expect("fd.leak");
+        assert_eq!(leak.severity, v1::Severity::Critical as i32, "{}", leak.message);
+        assert!(leak.message.contains("socket"), "{}", leak.message);
+    }
+
+    #[test]
+    fn a_steady_process_is_not_a_leak() {
+        let (_child, resp) = sampled(&["fds", "10", "400"]);
+        let t = resp.process.unwrap().fd_trend.expect("a trend after 16 samples");
+        assert!(!t.growing, "{t:?}");
+        assert_eq!(t.eta_to_limit_sec, None);
+        assert_eq!((t.first, t.last), (13, 13));
+        assert!(resp.findings.iter().all(|f| f.id != "fd.leak"), "{:?}", resp.findings);
+    }
+}
+
+mod races {
+    use crate::support::TestProc;
+    use osl_agent::error::AgentError;
+    use osl_agent::{Agent, Roots};
+    use osl_proto::v1;
+
+    #[test]
+    fn fds_closing_during_the_read_never_fail_it() {
+        let child = TestProc::spawn(&["churn"]);
+        let agent = Agent::new(&Roots::default());
+        let mut closed = 0;
+        for _ in 0..200 {
+            let resp = agent.list_fds(v1::ListFdsRequest { pid: child.pid, ..Default::default() }).unwrap();
+            let s = resp.process.unwrap().fd_summary.unwrap();
+            assert_eq!(s.total, resp.fds.len() as u64);
+            closed += s.closed_during_read;
+        }
+        eprintln!("{closed} fds closed between readdir and readlink/fdinfo in 200 reads");
+    }
+
+    #[test]
+    fn a_process_exiting_during_the_read_is_not_found_or_marked() {
+        for _ in 0..20 {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "exec 3</dev/null 4</dev/null; sleep 0.01"])
+                .spawn()
+                .unwrap();
+            let pid = child.id() as i32;
+            let agent = Agent::new(&Roots::default());
+            for _ in 0..50 {
+                match agent.list_fds(v1::ListFdsRequest { pid, ..Default::default() }) {
+                    Ok(r) => {
+                        let p = r.process.unwrap();
+                        assert!(
+                            p.fd_summary.is_some() || p.exited_mid_read || p.state == v1::ProcessState::Zombie as i32,
+                            "{p:?}"
+                        );
+                    }
+                    Err(AgentError::ProcessNotFound { .. }) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            child.wait().unwrap();
+        }
+    }
+}

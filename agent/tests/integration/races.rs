@@ -27,7 +27,7 @@ fn vanished_and_garbage_processes_are_skipped_or_marked() {
     f.file("proc/104/limits", "Max open files\n");
     f.file("proc/104/smaps_rollup", b"\x7fELF\x02\x01");
 
-    let snap = fixture_collector(&f).snapshot(&Filter::default()).unwrap();
+    let snap = fixture_collector(&f).snapshot(&Filter::default(), None).unwrap();
     let pids: Vec<i32> = snap.processes.iter().map(|p| p.pid).collect();
     assert_eq!(pids, [100, 103, 104]);
 
@@ -63,13 +63,13 @@ fn unknown_and_reused_pids_are_not_found() {
     assert!(matches!(c.process(5, Some(1)), Err(AgentError::ProcessReused { pid: 5, expected: 1, found: 12345 })));
     assert!(c.process(5, Some(12345)).is_ok());
     let only_missing = Filter { pids: vec![999], ..Default::default() };
-    assert!(matches!(c.snapshot(&only_missing), Err(AgentError::ProcessNotFound { pid: 999 })));
+    assert!(matches!(c.snapshot(&only_missing, None), Err(AgentError::ProcessNotFound { pid: 999 })));
     let some_missing = Filter { pids: vec![5, 999], ..Default::default() };
-    let snap = c.snapshot(&some_missing).unwrap();
+    let snap = c.snapshot(&some_missing, None).unwrap();
     assert_eq!(snap.processes.len(), 1);
     assert_eq!(snap.unavailable[0].field, "pid 999");
     let no_container = Filter { container_id: Some("abc".into()), ..Default::default() };
-    assert!(matches!(c.snapshot(&no_container), Err(AgentError::NothingMatches { .. })));
+    assert!(matches!(c.snapshot(&no_container, None), Err(AgentError::NothingMatches { .. })));
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn snapshots_survive_processes_starting_and_exiting_underneath() {
         });
         let c = collector();
         for _ in 0..30 {
-            let snap = c.snapshot(&Filter::default()).expect("a snapshot never fails because a process exits");
+            let snap = c.snapshot(&Filter::default(), None).expect("a snapshot never fails because a process exits");
             assert!(snap.processes.iter().any(|p| p.pid == std::process::id() as i32));
         }
         stop.store(true, Ordering::Relaxed);

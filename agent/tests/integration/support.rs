@@ -151,7 +151,8 @@ impl Fixture {
         self.file(&format!("{p}/smaps_rollup"), SMAPS_ROLLUP);
         std::fs::create_dir_all(self.path(&format!("{p}/fd"))).unwrap();
         for fd in 0..fds {
-            self.file(&format!("{p}/fd/{fd}"), "");
+            std::os::unix::fs::symlink("/dev/null", self.path(&format!("{p}/fd/{fd}"))).unwrap();
+            self.file(&format!("{p}/fdinfo/{fd}"), "pos:\t0\nflags:\t0100002\nmnt_id:\t24\nino:\t5\n");
         }
         self
     }

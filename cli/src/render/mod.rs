@@ -2,6 +2,7 @@
 //! severity, NO_COLOR and pipes respected), JSON and YAML for scripts (the
 //! osl.v1 messages themselves, so the shape is the versioned contract).
 
+mod fds;
 mod tables;
 mod units;
 
@@ -57,8 +58,33 @@ impl View {
         }
         out.push_str(&heading("PROCESSES"));
         out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
-        out.push('\n');
+        out.push_str("\n\n");
+        if resp.processes.iter().any(|p| p.fd_summary.is_some()) {
+            out.push_str(&heading("FILE DESCRIPTORS"));
+            out.push_str(&fds::summaries(&resp.processes, self.wide(), self.width));
+            out.push('\n');
+            if let Some(t) = &resp.fd_totals {
+                out.push_str(&format!("pod total: {}\n", fds::summary_line(t)));
+            }
+            out.push('\n');
+        }
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
+        write(&out)
+    }
+
+    pub fn fds(&self, resp: &v1::ListFdsResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        let mut out = String::new();
+        findings(&mut out, &resp.findings);
+        out.push_str(&fds::table(&resp.fds, self.wide(), self.width));
+        out.push_str("\n\n");
+        if let Some(p) = &resp.process {
+            out.push_str(&fds::process_lines(p));
+        }
+        let processes: Vec<v1::Process> = resp.process.iter().cloned().collect();
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &processes, None);
         write(&out)
     }
 

@@ -6,22 +6,22 @@ use osl_proto::{enum_names, v1};
 
 /// Rows of text, rendered kubectl style: no borders, upper-case headers, one line
 /// a row. On a terminal the last column (a command line) is cut to fit the width.
-struct Grid {
+pub struct Grid {
     headers: Vec<&'static str>,
     right_aligned: Vec<usize>,
     rows: Vec<Vec<String>>,
 }
 
 impl Grid {
-    fn new(headers: Vec<&'static str>, right_aligned: &[usize]) -> Self {
+    pub fn new(headers: Vec<&'static str>, right_aligned: &[usize]) -> Self {
         Self { headers, right_aligned: right_aligned.to_vec(), rows: Vec::new() }
     }
 
-    fn push(&mut self, row: Vec<String>) {
+    pub fn push(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
-    fn render(mut self, width: Option<u16>) -> String {
+    pub fn render(mut self, width: Option<u16>) -> String {
         let last = self.headers.len().saturating_sub(1);
         if let Some(width) = width {
             let used: usize = (0..last)

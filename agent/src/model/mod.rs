@@ -3,6 +3,9 @@
 //! missing sits in `unavailable`. Kernel text is kept as bytes (lossless);
 //! `convert` escapes it for the wire.
 
+mod fds;
+
+pub use fds::*;
 use std::path::PathBuf;
 
 /// Why a value is absent.
@@ -45,6 +48,9 @@ pub struct Process {
     pub cgroups: Vec<CgroupMembership>,
     pub exited_mid_read: bool,
     pub unavailable: Vec<Unavailable>,
+    /// Read by Diagnose and ListFds only (it reads every fd).
+    pub fd_summary: Option<FdSummary>,
+    pub fd_trend: Option<FdTrend>,
 }
 
 impl Process {
@@ -320,4 +326,5 @@ pub struct Snapshot {
     pub containers: Vec<Container>,
     pub findings: Vec<Finding>,
     pub unavailable: Vec<Unavailable>,
+    pub fd_totals: FdSummary,
 }
