@@ -1,7 +1,9 @@
 //! Errors. Every I/O error carries its path; API-level errors map to gRPC codes in
 //! one place (`convert::status_from`).
 
-use std::{io, path::PathBuf};
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use std::{io, path::Path, path::PathBuf};
 
 /// A failure to read or parse one kernel file.
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +75,32 @@ pub enum AgentError {
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
 /// Reads a whole kernel file, mapping the error to [`ReadError`] with its path.
-///
+pub fn read_file(path: impl Into<PathBuf>) -> Result<Vec<u8>, ReadError> {
+    let path = path.into();
+    std::fs::File::open(&path).and_then(read_all).map_err(|e| ReadError::from_io(path, e))
+}
+
+/// Opens a /proc or cgroup directory for reading files relative to it: a process
+/// directory held open keeps naming that process, so a reused pid cannot mix two
+/// processes' files (reads of a dead one fail with ENOENT/ESRCH).
+pub fn open_dir(path: &Path) -> Result<OwnedFd, ReadError> {
+    rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| ReadError::from_io(path, e.into()))
+}
+
+/// Reads `name` relative to `dir` (opened at `dir_path`, which errors name).
+pub fn read_file_at(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
+    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)
+        .and_then(|fd| read_all(std::fs::File::from(fd)))
+        .map_err(|e| ReadError::from_io(dir_path.join(name), e))
+}
+
 /// /proc and cgroup files report a size of 0, so `std::fs::read` would stat the
 /// file and then grow its buffer from a 32-byte probe: several syscalls a file.
 /// This reads straight into 4 KiB (most such files fit) and doubles from there.
-pub fn read_file(path: impl Into<PathBuf>) -> Result<Vec<u8>, ReadError> {
+fn read_all(mut file: std::fs::File) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let path = path.into();
-    let io = |e| ReadError::from_io(&path, e);
-    let mut file = std::fs::File::open(&path).map_err(io)?;
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
@@ -91,8 +110,8 @@ pub fn read_file(path: impl Into<PathBuf>) -> Result<Vec<u8>, ReadError> {
         match file.read(&mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     buf.truncate(len);

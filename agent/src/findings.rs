@@ -362,6 +362,7 @@ mod tests {
             version: CgroupVersion::V2,
             path: "/x".into(),
             dir: "/x".into(),
+            mount_dir: "/".into(),
             route: CgroupRoute::AgentMount,
         }
     }

@@ -4,8 +4,9 @@
 use crate::model::PressureLine;
 use std::collections::HashMap;
 
-/// v1 reports "no limit" as PAGE_COUNTER_MAX pages: LONG_MAX rounded down to a page.
-const V1_UNLIMITED_FLOOR: u64 = 0x7FFF_FFFF_FFFF_F000;
+/// v1 reports "no limit" as PAGE_COUNTER_MAX pages: LONG_MAX rounded down to the
+/// page size (which differs between machines); no real limit comes near 2^62.
+const V1_UNLIMITED_FLOOR: u64 = 1 << 62;
 
 /// A file holding one number.
 pub fn single_u64(bytes: &[u8]) -> Result<u64, String> {
@@ -56,15 +57,21 @@ pub fn v2_cpu_max(bytes: &[u8]) -> Result<(Option<u64>, u64), String> {
 pub fn flat_keyed(bytes: &[u8]) -> Result<HashMap<String, u64>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
     let mut map = HashMap::new();
+    let mut skipped = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.split_whitespace();
-        let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("expected 'key value', found {:?}", truncate(line)));
-        };
-        let value = value.parse().map_err(|_| format!("{key}: expected a number, found {:?}", truncate(value)))?;
-        map.insert(key.to_string(), value);
+        match (parts.next(), parts.next().and_then(|v| v.parse().ok()), parts.next()) {
+            (Some(key), Some(value), None) => {
+                map.insert(key.to_string(), value);
+            }
+            // A line of a shape this version does not know: the rest still counts.
+            _ => skipped = Some(line),
+        }
     }
-    Ok(map)
+    match skipped {
+        Some(line) if map.is_empty() => Err(format!("expected 'key value', found {:?}", truncate(line))),
+        _ => Ok(map),
+    }
 }
 
 /// A PSI file: `some avg10=… avg60=… avg300=… total=…` and, except for the
@@ -75,6 +82,9 @@ pub fn pressure(bytes: &[u8]) -> Result<(Option<PressureLine>, Option<PressureLi
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.split_whitespace();
         let kind = parts.next().unwrap_or_default();
+        if kind != "some" && kind != "full" {
+            continue;
+        }
         let mut values = HashMap::new();
         for part in parts {
             let (k, v) =
@@ -95,7 +105,7 @@ pub fn pressure(bytes: &[u8]) -> Result<(Option<PressureLine>, Option<PressureLi
         match kind {
             "some" => some = Some(parsed),
             "full" => full = Some(parsed),
-            other => return Err(format!("unknown line {:?}", truncate(other))),
+            _ => {} // a kind of line a later kernel may add
         }
     }
     if some.is_none() {
@@ -120,6 +130,7 @@ mod tests {
         assert_eq!(v2_limit(b"max\n"), Ok(None));
         assert_eq!(v2_limit(b"268435456\n"), Ok(Some(268435456)));
         assert_eq!(v1_limit(b"9223372036854771712\n"), Ok(None));
+        assert_eq!(v1_limit(b"9223372036854710272\n"), Ok(None), "64 KiB pages round LONG_MAX further down");
         assert_eq!(v1_limit(b"134217728\n"), Ok(Some(134217728)));
         assert!(v2_limit(b"lots\n").is_err());
         assert!(single_u64(b"\xff").is_err());
@@ -144,6 +155,8 @@ mod tests {
         assert!(flat_keyed(b"anon 12 13\n").is_err());
         assert!(flat_keyed(b"anon\n").is_err());
         assert!(flat_keyed(b"anon x\n").is_err());
+        let partly = flat_keyed(b"anon 5\nnew_thing 1 2\nfile 7\n").unwrap();
+        assert_eq!((partly["anon"], partly["file"], partly.len()), (5, 7, 2), "an odd line is skipped, not fatal");
     }
 
     #[test]
@@ -158,7 +171,9 @@ mod tests {
         assert!(some.is_some() && full.is_none());
         assert!(pressure(b"some avg10=x avg60=0 avg300=0 total=0\n").is_err());
         assert!(pressure(b"some avg10=NaN avg60=0 avg300=0 total=0\n").is_err());
-        assert!(pressure(b"weird avg10=0 avg60=0 avg300=0 total=0\n").is_err());
+        assert!(pressure(b"weird avg10=0 avg60=0 avg300=0 total=0\n").is_err(), "no some line");
+        let (some, _) = pressure(b"some avg10=1.00 avg60=0 avg300=0 total=5\nweird x\n").unwrap();
+        assert_eq!(some.unwrap().total_usec, 5);
         assert!(pressure(b"").is_err());
     }
 }

@@ -51,22 +51,27 @@ impl CgroupReader {
             }
         };
         let v1_memory = membership_for(cgroups, CgroupVersion::V1, Some("memory")).is_some();
+        let v1_cpu = membership_for(cgroups, CgroupVersion::V1, Some("cpu")).is_some();
+        // On a hybrid host the v2 cgroup still keeps the process's PSI.
+        let psi_dir =
+            if v1_memory || v1_cpu { locate(CgroupVersion::V2, None, &mut Vec::new()).map(|l| l.dir) } else { None };
         let memory_version = if v1_memory { CgroupVersion::V1 } else { CgroupVersion::V2 };
         if let Some(loc) = locate(memory_version, Some("memory"), &mut c.unavailable) {
             c.cgroup_path = loc.path.clone();
-            c.memory = Some(self.read_memory(loc, &mut c.unavailable));
+            c.memory = Some(self.read_memory(loc, psi_dir.as_deref(), &mut c.unavailable));
         }
-        let v1_cpu = membership_for(cgroups, CgroupVersion::V1, Some("cpu")).is_some();
         if v1_cpu {
             if let Some(loc) = locate(CgroupVersion::V1, Some("cpu"), &mut c.unavailable) {
                 let acct = locate(CgroupVersion::V1, Some("cpuacct"), &mut c.unavailable);
-                c.cpu = Some(self.read_cpu_v1(loc, acct.as_ref(), &mut c.unavailable));
+                c.cpu = Some(self.read_cpu_v1(loc, acct.as_ref(), psi_dir.as_deref(), &mut c.unavailable));
             }
         } else if let Some(loc) = locate(CgroupVersion::V2, Some("cpu"), &mut c.unavailable) {
             c.cpu = Some(self.read_cpu_v2(loc, &mut c.unavailable));
         }
         if c.cgroup_path.is_empty() {
-            c.cgroup_path = cgroups.first().map(|m| m.path.clone()).unwrap_or_default();
+            let container = membership_for(cgroups, memory_version, Some("memory"))
+                .or_else(|| membership_for(cgroups, CgroupVersion::V2, None));
+            c.cgroup_path = container.map(|m| m.path.clone()).unwrap_or_default();
         }
         c.id = mounts::container_id(&c.cgroup_path);
         c.pod_uid = mounts::pod_uid(&c.cgroup_path);
@@ -82,14 +87,20 @@ impl CgroupReader {
         process_mounts: &mut Option<Result<Vec<CgroupMount>, ReadError>>,
     ) -> Result<CgroupLocation, String> {
         let path = &membership.path;
-        let found = |dir: PathBuf, route| CgroupLocation { version, path: path.clone(), dir, route };
+        let found = |(dir, mount_dir): (PathBuf, PathBuf), route| CgroupLocation {
+            version,
+            path: path.clone(),
+            dir,
+            mount_dir,
+            route,
+        };
         if let Some(root) = &self.configured_root
-            && let Some(dir) = configured_dir(root, path, version, controller)
+            && let Some(dirs) = configured_dir(root, path, version, controller)
         {
-            return Ok(found(dir, CgroupRoute::ConfiguredRoot));
+            return Ok(found(dirs, CgroupRoute::ConfiguredRoot));
         }
-        if let Some(dir) = find_dir(Path::new("/"), &self.agent_mounts, path, version, controller) {
-            return Ok(found(dir, CgroupRoute::AgentMount));
+        if let Some(dirs) = find_dir(Path::new("/"), &self.agent_mounts, path, version, controller) {
+            return Ok(found(dirs, CgroupRoute::AgentMount));
         }
         let pid_dir = self.proc_root.join(pid.to_string());
         let mounts = process_mounts.get_or_insert_with(|| {
@@ -98,7 +109,7 @@ impl CgroupReader {
         });
         match mounts {
             Ok(mounts) => find_dir(&pid_dir.join("root"), mounts, path, version, controller)
-                .map(|dir| found(dir, CgroupRoute::ProcessRoot))
+                .map(|dirs| found(dirs, CgroupRoute::ProcessRoot))
                 .ok_or_else(|| {
                     format!(
                         "cgroup {path} is not visible through the agent's cgroup mounts nor through /proc/{pid}/root"
@@ -110,7 +121,12 @@ impl CgroupReader {
         }
     }
 
-    fn read_memory(&self, location: CgroupLocation, unavailable: &mut Vec<Unavailable>) -> CgroupMemory {
+    fn read_memory(
+        &self,
+        location: CgroupLocation,
+        psi_dir: Option<&Path>,
+        unavailable: &mut Vec<Unavailable>,
+    ) -> CgroupMemory {
         let mut f = Files { dir: &location.dir, unavailable };
         let v1 = location.version == CgroupVersion::V1;
         let mut m = if v1 {
@@ -143,7 +159,9 @@ impl CgroupReader {
             let events = f.read("memory.events", "memory.events", files::flat_keyed).unwrap_or_default();
             CgroupMemory {
                 usage_bytes: f.read("memory.current", "memory.usage_bytes", files::single_u64),
-                limit_bytes: f.read("memory.max", "memory.limit_bytes", files::v2_limit),
+                limit_bytes: f
+                    .read("memory.max", "memory.limit_bytes", files::v2_limit)
+                    .map(|own| min_limit(own, ancestors_limit(&location))),
                 inactive_file_bytes: stat.get("inactive_file").copied(),
                 anon_bytes: stat.get("anon").copied(),
                 file_bytes: stat.get("file").copied(),
@@ -161,7 +179,7 @@ impl CgroupReader {
             }
         };
         m.working_set_bytes = working_set(m.usage_bytes, m.inactive_file_bytes);
-        m.pressure = self.pressure(&location, "memory", unavailable);
+        m.pressure = self.pressure(&location, psi_dir, "memory", unavailable);
         m
     }
 
@@ -169,6 +187,7 @@ impl CgroupReader {
         &self,
         location: CgroupLocation,
         acct: Option<&CgroupLocation>,
+        psi_dir: Option<&Path>,
         u: &mut Vec<Unavailable>,
     ) -> CgroupCpu {
         let mut f = Files { dir: &location.dir, unavailable: u };
@@ -187,7 +206,7 @@ impl CgroupReader {
             let mut f = Files { dir: &acct.dir, unavailable: u };
             cpu.usage_usec = f.read("cpuacct.usage", "cpu.usage_usec", files::single_u64).map(|ns| ns / 1000);
         }
-        cpu.pressure = self.pressure(&location, "cpu", u);
+        cpu.pressure = self.pressure(&location, psi_dir, "cpu", u);
         cpu
     }
 
@@ -205,18 +224,25 @@ impl CgroupReader {
             pressure: None,
             location: location.clone(),
         };
-        cpu.pressure = self.pressure(&location, "cpu", u);
+        cpu.pressure = self.pressure(&location, None, "cpu", u);
         cpu
     }
 
-    /// The cgroup's own PSI file on v2; the system's /proc/pressure file otherwise.
-    fn pressure(&self, location: &CgroupLocation, resource: &str, u: &mut Vec<Unavailable>) -> Option<Pressure> {
+    /// The cgroup's own PSI file on v2 (on a hybrid host, that of the process's v2
+    /// cgroup, `psi_dir`); the system's /proc/pressure file when there is none.
+    fn pressure(
+        &self,
+        location: &CgroupLocation,
+        psi_dir: Option<&Path>,
+        resource: &str,
+        u: &mut Vec<Unavailable>,
+    ) -> Option<Pressure> {
         let field = format!("{resource}.pressure");
-        let own = location.dir.join(format!("{resource}.pressure"));
-        let (source, path) = if location.version == CgroupVersion::V2 && own.exists() {
-            (PressureSource::Cgroup, own)
-        } else {
-            (PressureSource::System, self.proc_root.join("pressure").join(resource))
+        let file = format!("{resource}.pressure");
+        let dir = if location.version == CgroupVersion::V2 { Some(location.dir.as_path()) } else { psi_dir };
+        let (source, path) = match dir.map(|d| d.join(&file)).filter(|p| p.exists()) {
+            Some(own) => (PressureSource::Cgroup, own),
+            None => (PressureSource::System, self.proc_root.join("pressure").join(resource)),
         };
         let parsed = read_file(&path).and_then(|b| files::pressure(&b).map_err(|r| ReadError::parse(&path, r)));
         match parsed {
@@ -250,18 +276,28 @@ fn find_dir(
     path: &str,
     version: CgroupVersion,
     controller: Option<&str>,
-) -> Option<PathBuf> {
+) -> Option<(PathBuf, PathBuf)> {
     mounts.iter().filter(|m| m.holds(version, controller)).find_map(|m| {
         let rel = relative_to(path, &m.root)?;
-        let mount_point = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
-        let dir = base.join(mount_point).join(rel);
-        dir.is_dir().then_some(dir)
+        let mount_dir = base.join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point));
+        let dir = mount_dir.join(rel);
+        is_cgroup_dir(&dir).then_some((dir, mount_dir))
     })
+}
+
+/// A cgroup directory, not just any directory of that name.
+fn is_cgroup_dir(dir: &Path) -> bool {
+    dir.join("cgroup.procs").exists()
 }
 
 /// A configured root laid out like the host's /sys/fs/cgroup: v2 at the top, v1
 /// controllers in directories named after them (`memory`, `cpu,cpuacct`).
-fn configured_dir(root: &Path, path: &str, version: CgroupVersion, controller: Option<&str>) -> Option<PathBuf> {
+fn configured_dir(
+    root: &Path,
+    path: &str,
+    version: CgroupVersion,
+    controller: Option<&str>,
+) -> Option<(PathBuf, PathBuf)> {
     let rel = relative_to(path, "/")?;
     let base = match (version, controller) {
         (CgroupVersion::V1, Some(c)) => std::fs::read_dir(root)
@@ -272,7 +308,20 @@ fn configured_dir(root: &Path, path: &str, version: CgroupVersion, controller: O
         _ => root.to_path_buf(),
     };
     let dir = base.join(rel);
-    dir.is_dir().then_some(dir)
+    is_cgroup_dir(&dir).then_some((dir, base))
+}
+
+/// The smallest `memory.max` of the v2 cgroup's ancestors the agent can see (up to
+/// its mount's root): a container without a limit of its own is still bound by its
+/// pod's. `None` when none of them has one.
+fn ancestors_limit(location: &CgroupLocation) -> Option<u64> {
+    location
+        .dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(&location.mount_dir))
+        .filter_map(|a| read_file(a.join("memory.max")).ok().and_then(|b| files::v2_limit(&b).ok()).flatten())
+        .min()
 }
 
 fn min_limit(a: Option<u64>, b: Option<u64>) -> Option<u64> {

@@ -38,7 +38,7 @@ pub fn parse_cgroup_mounts(bytes: &[u8]) -> Result<Vec<CgroupMount>, String> {
         let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         let sep =
             fields.iter().position(|f| *f == b"-").ok_or_else(|| format!("line {}: no ' - ' separator", n + 1))?;
-        if sep < 6 || fields.len() < sep + 3 {
+        if sep < 6 || fields.len() < sep + 4 {
             return Err(format!("line {}: too few fields", n + 1));
         }
         let version = match fields[sep + 1] {
@@ -46,7 +46,9 @@ pub fn parse_cgroup_mounts(bytes: &[u8]) -> Result<Vec<CgroupMount>, String> {
             b"cgroup2" => CgroupVersion::V2,
             _ => continue,
         };
-        let root = String::from_utf8(unescape(fields[3])).map_err(|_| format!("line {}: root is not UTF-8", n + 1))?;
+        // /proc/PID/cgroup paths are read as text: a mount whose root is not UTF-8
+        // cannot match any of them, and is skipped.
+        let Ok(root) = String::from_utf8(unescape(fields[3])) else { continue };
         let mount_point = PathBuf::from(OsString::from_vec(unescape(fields[4])));
         let options = String::from_utf8_lossy(fields[sep + 3]).split(',').map(str::to_owned).collect();
         mounts.push(CgroupMount { version, root, mount_point, options });
@@ -159,6 +161,9 @@ mod tests {
     fn garbage_mountinfo_is_an_error() {
         assert!(parse_cgroup_mounts(b"not a mountinfo line\n").is_err());
         assert!(parse_cgroup_mounts(b"1 2 - cgroup\n").is_err());
+        assert!(parse_cgroup_mounts(b"1 2 3 4 5 6 - cgroup src\n").is_err(), "no super options");
+        let bad_root = b"1 2 0:1 /\xff /x rw - cgroup2 cgroup2 rw\n41 31 0:38 / /y rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_cgroup_mounts(bad_root).unwrap().len(), 1, "a non-UTF-8 root skips that mount only");
         assert_eq!(parse_cgroup_mounts(b"").unwrap(), vec![]);
     }
 

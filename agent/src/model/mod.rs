@@ -68,8 +68,10 @@ impl Process {
         crate::cgroup::mounts::container_id(&self.container_cgroup()?.path)
     }
 
+    /// A zombie, not a live process whose main thread exited (also state Z, but
+    /// with threads left).
     pub fn is_zombie(&self) -> bool {
-        self.state == 'Z'
+        self.state == 'Z' && self.cpu.threads.is_none_or(|t| t <= 1)
     }
 }
 
@@ -175,6 +177,8 @@ pub struct CgroupLocation {
     pub version: CgroupVersion,
     pub path: String,
     pub dir: PathBuf,
+    /// The directory of the mount `dir` was found under: ancestors up to here are visible.
+    pub mount_dir: PathBuf,
     pub route: CgroupRoute,
 }
 
@@ -309,11 +313,6 @@ pub struct Filter {
 impl Filter {
     pub fn is_empty(&self) -> bool {
         self.pids.is_empty() && self.container_id.is_none()
-    }
-
-    pub fn matches(&self, p: &Process, container_id: Option<&str>) -> bool {
-        (self.pids.is_empty() || self.pids.contains(&p.pid))
-            && self.container_id.as_deref().is_none_or(|want| container_id.is_some_and(|id| id.starts_with(want)))
     }
 }
 

@@ -3,9 +3,11 @@
 
 pub mod parse;
 
-use crate::error::{ReadError, read_file};
+use crate::error::{ReadError, open_dir, read_file, read_file_at};
 use crate::model::{FdUsage, Ids, Process, ProcessCpu, ProcessMemory, Signals, Unavailable};
 use crate::redact::redact_args;
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
 use std::path::{Path, PathBuf};
 
 /// PF_KTHREAD in /proc/PID/stat `flags`.
@@ -70,16 +72,20 @@ impl ProcReader {
 
     /// Reads one process. `Err(ReadError::Gone)` when it does not exist (any more);
     /// once stat was read, a process that exits is returned with what was read and
-    /// `exited_mid_read` set.
+    /// `exited_mid_read` set. Every file is read through one handle on /proc/PID, so
+    /// a pid reused meanwhile cannot mix two processes.
     pub fn read(&self, pid: i32) -> Result<Process, ReadError> {
-        let dir = self.root.join(pid.to_string());
-        let stat_path = dir.join("stat");
-        let (comm, stat) = parse::parse_stat(&read_file(&stat_path)?).map_err(|r| ReadError::parse(&stat_path, r))?;
+        let path = self.root.join(pid.to_string());
+        let dir = open_dir(&path)?;
+        let stat = read_file_at(&dir, &path, "stat")?;
+        let (comm, stat) = parse::parse_stat(&stat).map_err(|r| ReadError::parse(path.join("stat"), r))?;
         let mut p = Process {
             pid,
             ppid: stat.ppid,
             start_time_ticks: stat.starttime,
-            start_time_unix_ms: self.boot_time_unix_sec.map(|b| b * 1000 + self.ticks_to_ms(stat.starttime)),
+            start_time_unix_ms: self
+                .boot_time_unix_sec
+                .map(|b| b.saturating_mul(1000).saturating_add(self.ticks_to_ms(stat.starttime))),
             comm,
             state: stat.state,
             kernel_thread: stat.flags & PF_KTHREAD != 0,
@@ -93,7 +99,8 @@ impl ProcReader {
             },
             ..Default::default()
         };
-        let mut r = Reading { dir: &dir, p: &mut p, is_procfs: self.is_procfs, denied_hint: self.denied_hint };
+        let mut r =
+            Reading { dir: &dir, path: &path, p: &mut p, is_procfs: self.is_procfs, denied_hint: self.denied_hint };
         r.status();
         r.cmdline();
         r.cgroups();
@@ -111,13 +118,14 @@ impl ProcReader {
 
     /// The cheap sample the fd trend needs: (start time, open fds).
     pub fn fd_count(&self, pid: i32) -> Result<(u64, u64), ReadError> {
-        let dir = self.root.join(pid.to_string());
-        let stat_path = dir.join("stat");
-        let (_, stat) = parse::parse_stat(&read_file(&stat_path)?).map_err(|r| ReadError::parse(&stat_path, r))?;
+        let path = self.root.join(pid.to_string());
+        let dir = open_dir(&path)?;
+        let (_, stat) = parse::parse_stat(&read_file_at(&dir, &path, "stat")?)
+            .map_err(|r| ReadError::parse(path.join("stat"), r))?;
         if stat.flags & PF_KTHREAD != 0 {
-            return Err(ReadError::Gone { path: dir.join("fd") });
+            return Err(ReadError::Gone { path: path.join("fd") });
         }
-        Ok((stat.starttime, count_fds(&dir.join("fd"), self.is_procfs)?))
+        Ok((stat.starttime, count_fds(&dir, &path, self.is_procfs)?))
     }
 
     pub fn denied_hint(&self) -> &'static str {
@@ -136,7 +144,8 @@ impl ProcReader {
 /// One process being read: each step records what it got, or why not, and stops
 /// reading once the process is gone.
 struct Reading<'a> {
-    dir: &'a Path,
+    dir: &'a OwnedFd,
+    path: &'a Path,
     p: &'a mut Process,
     is_procfs: bool,
     denied_hint: &'static str,
@@ -147,9 +156,8 @@ impl Reading<'_> {
         if self.p.exited_mid_read {
             return None;
         }
-        let path = self.dir.join(name);
-        match read_file(&path) {
-            Ok(bytes) => Some((path, bytes)),
+        match read_file_at(self.dir, self.path, name) {
+            Ok(bytes) => Some((self.path.join(name), bytes)),
             Err(e) => {
                 self.fail(field, &e);
                 None
@@ -157,8 +165,18 @@ impl Reading<'_> {
         }
     }
 
+    /// ENOENT means the process exited only if its stat is gone too; otherwise
+    /// this kernel (or fixture) just lacks the file.
+    fn still_there(&self) -> bool {
+        rustix::fs::statat(self.dir, "stat", rustix::fs::AtFlags::empty()).is_ok()
+    }
+
     fn fail(&mut self, field: &str, e: &ReadError) {
-        if e.is_gone() {
+        if e.is_gone() && self.still_there() {
+            let mut u = Unavailable::from_read(field, e);
+            u.reason = format!("{} is not present on this kernel", e.path().display());
+            self.p.unavailable.push(u);
+        } else if e.is_gone() {
             self.p.exited_mid_read = true;
             self.p.unavailable.push(Unavailable::new(field, "the process exited while it was being read"));
         } else {
@@ -181,7 +199,7 @@ impl Reading<'_> {
         let Some(s) = self.parsed("status", &path, parse::parse_status(&bytes)) else {
             return;
         };
-        let kb = |v: Option<u64>| v.map(|v| v * 1024);
+        let kb = |v: Option<u64>| v.and_then(|v| v.checked_mul(1024));
         let p = &mut *self.p;
         p.ids = Some(Ids { uid: s.ruid, euid: s.euid, gid: s.rgid, egid: s.egid });
         p.memory = ProcessMemory {
@@ -224,8 +242,7 @@ impl Reading<'_> {
         if self.p.exited_mid_read {
             return;
         }
-        let fd_dir = self.dir.join("fd");
-        let open = count_fds(&fd_dir, self.is_procfs);
+        let open = count_fds(self.dir, self.path, self.is_procfs);
         let limit = self
             .file("limits", "fds.limit")
             .and_then(|(path, bytes)| self.parsed("fds.limit", &path, parse::parse_nofile(&bytes)));
@@ -259,14 +276,52 @@ impl Reading<'_> {
 }
 
 /// Open fds: since Linux 6.2 `stat()` of /proc/PID/fd reports the count as its
-/// size; older kernels report 0 and the directory is counted.
-fn count_fds(fd_dir: &Path, is_procfs: bool) -> Result<u64, ReadError> {
+/// size (and needs no ptrace access); older kernels report 0 and the directory is
+/// counted.
+fn count_fds(dir: &OwnedFd, path: &Path, is_procfs: bool) -> Result<u64, ReadError> {
+    let err = |e: rustix::io::Errno| ReadError::from_io(path.join("fd"), e.into());
     if is_procfs {
-        let meta = std::fs::metadata(fd_dir).map_err(|e| ReadError::from_io(fd_dir, e))?;
-        if meta.len() > 0 {
-            return Ok(meta.len());
+        let st = rustix::fs::statat(dir, "fd", rustix::fs::AtFlags::empty()).map_err(err)?;
+        if st.st_size > 0 {
+            return Ok(st.st_size as u64);
         }
     }
-    let entries = std::fs::read_dir(fd_dir).map_err(|e| ReadError::from_io(fd_dir, e))?;
-    Ok(entries.filter(|e| e.is_ok()).count() as u64)
+    let fd_dir = rustix::fs::openat(dir, "fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(err)?;
+    let entries = rustix::fs::Dir::read_from(&fd_dir).map_err(err)?;
+    let names = entries.filter_map(Result::ok);
+    Ok(names.filter(|e| e.file_name().to_bytes().first().is_some_and(u8::is_ascii_digit)).count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_exits_between_reads_is_marked_and_keeps_what_was_read() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let path = PathBuf::from(format!("/proc/{}", child.id()));
+        let dir = open_dir(&path).unwrap();
+        let mut p = Process { pid: child.id() as i32, comm: b"sleep".to_vec(), ..Default::default() };
+        let mut r = Reading { dir: &dir, path: &path, p: &mut p, is_procfs: true, denied_hint: denied_hint(true) };
+        r.cmdline();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        r.status();
+        r.smaps_rollup();
+        assert_eq!(p.cmdline, [&b"sleep"[..], b"30"]);
+        assert!(p.exited_mid_read);
+        assert_eq!(p.unavailable.len(), 1, "reading stops at the first sign of exit: {:?}", p.unavailable);
+        assert_eq!(p.unavailable[0].reason, "the process exited while it was being read");
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_read_through_an_old_handle() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let path = PathBuf::from(format!("/proc/{}", child.id()));
+        let dir = open_dir(&path).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(read_file_at(&dir, &path, "stat").unwrap_err().is_gone());
+    }
 }

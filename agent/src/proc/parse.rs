@@ -3,7 +3,7 @@
 //! or safely is done here (each says why).
 
 use crate::model::{CgroupMembership, Rlimit};
-use procfs_core::{FromBufRead, FromRead, process::MemoryMaps};
+use procfs_core::{FromBufRead, FromRead};
 
 pub use procfs_core::process::{Stat, Status};
 
@@ -15,6 +15,10 @@ pub fn parse_stat(bytes: &[u8]) -> Result<(Vec<u8>, Stat), String> {
     let close = bytes.iter().rposition(|&b| b == b')').ok_or("no ')' after comm")?;
     if close < open {
         return Err("')' before '('".into());
+    }
+    // procfs slices around the parentheses: "PID (comm) S …" must hold both.
+    if open < 2 || bytes[open - 1] != b' ' || bytes.len() < close + 3 || bytes[close + 1] != b' ' {
+        return Err("not 'pid (comm) state …'".into());
     }
     let comm = bytes[open + 1..close].to_vec();
     let text = String::from_utf8_lossy(bytes);
@@ -41,13 +45,26 @@ pub struct Rollup {
     pub swap_pss: Option<u64>,
 }
 
+/// `Key:   N kB` lines after a `… [rollup]` header. Parsed here rather than by
+/// procfs-core, whose map parser slices header fields (a garbage header panics it)
+/// and multiplies without checking.
 pub fn parse_smaps_rollup(bytes: &[u8]) -> Result<Rollup, String> {
-    let text = String::from_utf8_lossy(bytes);
-    let maps = MemoryMaps::from_buf_read(text.as_bytes()).map_err(|e| e.to_string())?;
-    let map = maps.0.first().ok_or("no [rollup] entry")?;
-    let get = |k: &str| map.extension.map.get(k).copied();
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let mut lines = text.lines();
+    if !lines.next().is_some_and(|h| h.ends_with("[rollup]")) {
+        return Err("no [rollup] header".into());
+    }
+    let mut values = std::collections::HashMap::new();
+    for line in lines {
+        let (key, rest) = line.split_once(':').ok_or_else(|| format!("bad line {line:?}"))?;
+        let kb = rest.trim().strip_suffix(" kB").ok_or_else(|| format!("{key}: no kB unit"))?;
+        let kb: u64 = kb.trim().parse().map_err(|_| format!("{key}: not a number"))?;
+        values.insert(key, kb.checked_mul(1024).ok_or_else(|| format!("{key}: too large"))?);
+    }
+    let get = |k: &str| values.get(k).copied();
+    // USS: pages only this process maps. Hugetlb pages are in neither Rss nor Pss.
     let uss = match (get("Private_Clean"), get("Private_Dirty")) {
-        (Some(c), Some(d)) => Some(c + d + get("Private_Hugetlb").unwrap_or(0)),
+        (Some(c), Some(d)) => c.checked_add(d),
         _ => None,
     };
     let rollup = Rollup {
@@ -125,7 +142,19 @@ mod tests {
 
     #[test]
     fn stat_garbage_is_an_error() {
-        for bad in [&b""[..], b"garbage", b"1 (x", b"1 x) S", b"1 (x) S not numbers at all", b")(", b"\xff\xfe"] {
+        for bad in [
+            &b""[..],
+            b"garbage",
+            b"1 (x",
+            b"1 x) S",
+            b"1 (x) S not numbers at all",
+            b")(",
+            b"\xff\xfe",
+            b"1 (x)",
+            b"(x) S 1",
+            b"1 (x)S 1",
+            b"1(x) S 1",
+        ] {
             assert!(parse_stat(bad).is_err(), "{bad:?}");
         }
     }
@@ -161,8 +190,17 @@ Private_Hugetlb:       0 kB\nSwap:                  0 kB\nSwapPss:              
         assert_eq!(r.pss, Some(767 * 1024));
         assert_eq!(r.pss_file, Some(659 * 1024));
         assert_eq!(r.uss, Some(216 * 1024));
-        assert!(parse_smaps_rollup(b"").is_err());
-        assert!(parse_smaps_rollup(b"not a map\n").is_err());
+        for bad in [
+            &b""[..],
+            b"not a map\n",
+            b"0-1 ---p 0 00:00 0 /SYSV12\nPss: 1 kB\n",
+            b"0-1 ---p 0 00:00 0 [rollup]\nPss: 99999999999999999999 kB\n",
+            b"0-1 ---p 0 00:00 0 [rollup]\nPss: 18446744073709551615 kB\n",
+            b"0-1 ---p 0 00:00 0 [rollup]\nRss: 1 kB\n",
+            b"0-1 ---p 0 00:00 0 [rollup]\nPss 1\n",
+        ] {
+            assert!(parse_smaps_rollup(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

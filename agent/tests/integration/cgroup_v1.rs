@@ -1,7 +1,7 @@
 //! Real cgroup v1 memory limits (root): limit, working set, findings, OOM kill.
 
 use crate::support::{MIB, TestProc, assert_within, collector, privileged};
-use osl_agent::model::{CgroupRoute, CgroupVersion, Severity};
+use osl_agent::model::{CgroupRoute, CgroupVersion, PressureSource, Severity};
 use std::path::{Path, PathBuf};
 
 const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
@@ -95,8 +95,12 @@ fn v1_limit_working_set_findings_and_oom_kill() {
     assert!(m.anon_bytes.unwrap() >= 100 * MIB, "total_rss {:?}", m.anon_bytes);
     assert_eq!(m.oom_kill_events, Some(0));
     assert_eq!(m.under_oom, Some(false));
+    // v1 has no per-cgroup PSI; on this hybrid host the process's v2 cgroup has it.
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", hog.pid)).unwrap();
+    let v2_path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap().trim_start_matches('/');
     let pressure = m.pressure.as_ref().unwrap();
-    assert_eq!(pressure.path, Path::new("/proc/pressure/memory"), "v1 has no per-cgroup PSI");
+    let expected = Path::new("/sys/fs/cgroup/unified").join(v2_path).join("memory.pressure");
+    assert_eq!((pressure.source, pressure.path.clone()), (PressureSource::Cgroup, expected));
     assert_eq!(container.pids.len(), 2);
     // ~79% of the limit: below the 85% warning.
     assert!(findings.iter().all(|f| f.id != "memory.near_limit"), "{findings:?}");

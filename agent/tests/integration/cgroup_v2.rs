@@ -28,6 +28,7 @@ pgfault 61234\npgmajfault 3\npgrefill 0\npgactivate 12\npgdeactivate 0\npglazyfr
 thp_fault_alloc 0\nthp_collapse_alloc 0\nthp_swpout 0\nthp_swpout_fallback 0\n";
 
 fn v2_cgroup_files(f: &Fixture, dir: &str, with_optional: bool) {
+    f.file(&format!("{dir}/cgroup.procs"), "4242\n");
     f.file(&format!("{dir}/memory.current"), "241172480\n");
     f.file(&format!("{dir}/memory.max"), if with_optional { "268435456\n" } else { "max\n" });
     f.file(&format!("{dir}/memory.stat"), MEMORY_STAT);
@@ -212,6 +213,13 @@ fn hybrid_host_reads_memory_and_cpu_from_v1_and_psi_from_the_system() {
     let path = format!("/kubepods/burstable/pod{POD_UID}/{ID}");
     f.process(77, "java", &format!("12:memory:{path}\n11:cpu,cpuacct:{path}\n1:name=systemd:{path}\n0::/\n"), 3);
     let mem = format!("sys/fs/cgroup/memory{path}");
+    f.file(&format!("{mem}/cgroup.procs"), "77\n");
+    // The process's v2 cgroup (the root here) keeps memory PSI; cpu PSI falls back to the node's.
+    f.file("sys/fs/cgroup/unified/cgroup.procs", "77\n");
+    f.file(
+        "sys/fs/cgroup/unified/memory.pressure",
+        "some avg10=2.00 avg60=1.00 avg300=0.50 total=777\nfull avg10=1.00 avg60=0.50 avg300=0.25 total=333\n",
+    );
     // This machine's real v1 formats.
     f.file(&format!("{mem}/memory.usage_in_bytes"), "104857600\n");
     f.file(&format!("{mem}/memory.limit_in_bytes"), "134217728\n");
@@ -230,6 +238,7 @@ total_pgpgout 5000\ntotal_pgfault 31000\ntotal_pgmajfault 0\ntotal_inactive_anon
 total_inactive_file 2097152\ntotal_active_file 2097152\ntotal_unevictable 0\n",
     );
     let cpu = format!("sys/fs/cgroup/cpu,cpuacct{path}");
+    f.file(&format!("{cpu}/cgroup.procs"), "77\n");
     f.file(&format!("{cpu}/cpu.cfs_quota_us"), "-1\n");
     f.file(&format!("{cpu}/cpu.cfs_period_us"), "100000\n");
     f.file(&format!("{cpu}/cpu.stat"), "nr_periods 0\nnr_throttled 0\nthrottled_time 0\nnr_bursts 0\nburst_time 0\n");
@@ -245,8 +254,14 @@ total_inactive_file 2097152\ntotal_active_file 2097152\ntotal_unevictable 0\n",
     assert_eq!((m.anon_bytes, m.file_bytes, m.kernel_bytes), (Some(100663296), Some(4194304), Some(1048576)));
     assert_eq!(m.sock_bytes, None, "v1 has no sock figure");
     let psi = m.pressure.as_ref().unwrap();
-    assert_eq!((psi.source, psi.path.clone()), (PressureSource::System, f.path("proc/pressure/memory")));
+    assert_eq!(
+        (psi.source, psi.path.clone()),
+        (PressureSource::Cgroup, f.path("sys/fs/cgroup/unified/memory.pressure"))
+    );
+    assert_eq!(psi.some.unwrap().total_usec, 777);
     let cpu = c.cpu.as_ref().unwrap();
+    let cpu_psi = cpu.pressure.as_ref().unwrap();
+    assert_eq!((cpu_psi.source, cpu_psi.path.clone()), (PressureSource::System, f.path("proc/pressure/cpu")));
     assert_eq!(cpu.location.version, CgroupVersion::V1);
     assert_eq!(cpu.quota_usec, Some(None), "-1 is no quota");
     assert_eq!(cpu.usage_usec, Some(158694458));
