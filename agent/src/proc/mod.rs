@@ -297,9 +297,18 @@ fn count_fds(dir: &OwnedFd, path: &Path, is_procfs: bool) -> Result<u64, ReadErr
 mod tests {
     use super::*;
 
+    /// A `sleep 30` that has finished exec'ing (its cmdline is set).
+    fn sleeper() -> std::process::Child {
+        let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        while std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default() != b"sleep\x0030\x00" {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child
+    }
+
     #[test]
     fn a_process_that_exits_between_reads_is_marked_and_keeps_what_was_read() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = sleeper();
         let path = PathBuf::from(format!("/proc/{}", child.id()));
         let dir = open_dir(&path).unwrap();
         let mut p = Process { pid: child.id() as i32, comm: b"sleep".to_vec(), ..Default::default() };
@@ -317,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_reused_pid_is_not_read_through_an_old_handle() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = sleeper();
         let path = PathBuf::from(format!("/proc/{}", child.id()));
         let dir = open_dir(&path).unwrap();
         child.kill().unwrap();
