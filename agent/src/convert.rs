@@ -4,9 +4,7 @@
 use crate::decode::{capability_names, signal_names};
 use crate::error::{AgentError, ReadError};
 use crate::fds::fdinfo::flag_names;
-use crate::model::{
-    self, CgroupRoute, CgroupVersion, FdKind, PressureSource, Severity, SocketEntry, TCP_LISTEN, tcp_state_name,
-};
+use crate::model::{self, CgroupVersion, FdKind, PressureSource, Severity, SocketEntry, TCP_LISTEN, tcp_state_name};
 use crate::net::parse::{endpoint, netlink_protocol_name, unix_state_name, unix_type_name};
 use crate::probe::{Level, Privileges};
 use osl_proto::text::escape;
@@ -95,7 +93,7 @@ pub fn process(p: &model::Process) -> v1::Process {
         }),
         effective_capabilities: p.capabilities.map(capability_names).unwrap_or_default(),
         tracer_pid: p.tracer_pid,
-        cgroup_path: p.container_cgroup().map(|c| c.path.clone()).unwrap_or_default(),
+        cgroup_path: p.container_cgroup().map(|c| escape(c.path.as_bytes())).unwrap_or_default(),
         container_id: p.container_id().unwrap_or_default(),
         exited_mid_read: p.exited_mid_read,
         unavailable: unavailable_all(&p.unavailable),
@@ -110,14 +108,10 @@ fn location(l: &model::CgroupLocation) -> v1::CgroupLocation {
             CgroupVersion::V1 => v1::CgroupVersion::V1,
             CgroupVersion::V2 => v1::CgroupVersion::V2,
         } as i32,
-        path: l.path.clone(),
+        path: escape(l.path.as_bytes()),
         dir: escape(l.dir.as_os_str().as_encoded_bytes()),
-        route: route(l.route).to_string(),
+        route: l.route.as_str().to_string(),
     }
-}
-
-fn route(r: CgroupRoute) -> &'static str {
-    r.as_str()
 }
 
 fn pressure(p: &model::Pressure) -> v1::Pressure {
@@ -372,7 +366,9 @@ pub fn status_from(err: &AgentError) -> tonic::Status {
         AgentError::Read(ReadError::Denied { .. }) => Status::permission_denied(msg),
         AgentError::Read(ReadError::Gone { .. }) => Status::not_found(msg),
         AgentError::Read(ReadError::Parse { .. }) => Status::internal(msg),
-        AgentError::Read(e @ ReadError::Io { .. }) => Status::unavailable(e.reason()),
+        // The agent is there and answering: a failed read is its own error, not
+        // "unavailable" (which clients take as "cannot reach the agent").
+        AgentError::Read(e @ ReadError::Io { .. }) => Status::internal(e.reason()),
     }
 }
 
@@ -390,6 +386,9 @@ mod tests {
         assert_eq!(code(AgentError::InvalidArgument("x".into())), Code::InvalidArgument);
         assert_eq!(code(ReadError::Denied { path: PathBuf::from("/proc/1/fd") }.into()), Code::PermissionDenied);
         assert_eq!(code(ReadError::parse("/proc/1/stat", "bad").into()), Code::Internal);
+        let io = ReadError::from_io("/proc/1/stat", std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(code(io.into()), Code::Internal);
+        assert_eq!(code(ReadError::Gone { path: PathBuf::from("/proc/1") }.into()), Code::NotFound);
         let s = status_from(&AgentError::ProcessNotFound { pid: 4242 });
         assert_eq!(s.message(), "process 4242 not found");
     }

@@ -59,7 +59,7 @@ pub fn process_subject(p: &Process) -> String {
 pub fn container_subject(c: &Container) -> String {
     match &c.id {
         Some(id) => format!("container {}", &id[..12.min(id.len())]),
-        None => format!("cgroup {}", c.cgroup_path),
+        None => format!("cgroup {}", osl_proto::text::escape(c.cgroup_path.as_bytes())),
     }
 }
 

@@ -54,8 +54,8 @@ pub fn probe(proc_root: &Path) -> Privileges {
     if !ptrace {
         limitations.push(Unavailable::new(
             "other users' processes",
-            "without CAP_SYS_PTRACE the agent cannot read the fds, smaps_rollup (PSS/USS) or limits of \
-             processes running as another user; their other fields are shown",
+            "without CAP_SYS_PTRACE the agent cannot list the fds (kinds, sockets) or read smaps_rollup \
+             (PSS/USS) of processes running as another user; their fd counts, limits and other fields are shown",
         ));
     }
     if !bpf {

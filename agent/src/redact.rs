@@ -1,5 +1,12 @@
 //! Command-line redaction. The environment is never read; arguments that look like
 //! credentials are replaced, so a diagnosis can be pasted into a ticket.
+//!
+//! Each argument is read as words (an argument may hold a whole shell command), a
+//! word as pieces between `,` `;` `&` `?` (option lists, query strings). Redacted:
+//! the value of a secret-looking `key=value`; the word after a secret-looking
+//! `--flag`, after `Bearer`/`Basic`/`Token` and after `Authorization:`; the
+//! user-info of every URL (`scheme://user:pass@host`) and of Go DSNs
+//! (`user:pass@tcp(host)`); and mysql's `-pSECRET`. Linear in the input.
 
 pub const REDACTED: &[u8] = b"<redacted>";
 
@@ -21,35 +28,67 @@ const SECRET_WORDS: &[&str] = &[
     "authorization",
 ];
 
+const AUTH_SCHEMES: &[&[u8]] = &[b"bearer", b"basic", b"token", b"digest"];
+
 /// Redacts in place; returns whether anything was redacted.
 pub fn redact_args(args: &mut [Vec<u8>]) -> bool {
+    let program = args.first().map(|a| a.rsplit(|&b| b == b'/').next().unwrap_or(a).to_vec()).unwrap_or_default();
+    let mysql = program.starts_with(b"mysql") || program.starts_with(b"mariadb");
+    let mut pending = false;
     let mut redacted = false;
-    let mut value_is_secret = false;
     for arg in args.iter_mut() {
-        if value_is_secret && !arg.starts_with(b"-") {
-            *arg = REDACTED.to_vec();
-            redacted = true;
-            value_is_secret = false;
-            continue;
-        }
-        value_is_secret = false;
-        if let Some(eq) = arg.iter().position(|&b| b == b'=') {
-            if is_secret_key(&arg[..eq]) {
-                arg.truncate(eq + 1);
-                arg.extend_from_slice(REDACTED);
-                redacted = true;
-                continue;
-            }
-        } else if arg.starts_with(b"-") && is_secret_key(arg) {
-            // `--password hunter2`: the next argument is the secret.
-            value_is_secret = true;
-        }
-        if let Some(clean) = redact_url_userinfo(arg) {
-            *arg = clean;
+        let ranges = secret_ranges(arg, &mut pending, mysql);
+        if !ranges.is_empty() {
+            *arg = replace(arg, &ranges);
             redacted = true;
         }
     }
     redacted
+}
+
+/// Byte ranges of `arg` that hold secrets, sorted and merged. `pending` carries
+/// "the next word is a secret" across arguments.
+fn secret_ranges(arg: &[u8], pending: &mut bool, mysql: bool) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    for (start, word) in split_keep_offsets(arg, |b| b.is_ascii_whitespace()) {
+        let end = start + word.len();
+        let lower = word.to_ascii_lowercase();
+        // `Authorization: Bearer x`: the scheme is kept, the credential after it is not.
+        if AUTH_SCHEMES.contains(&lower.as_slice()) || lower.ends_with(b"authorization:") {
+            *pending = true;
+            continue;
+        }
+        if std::mem::take(pending) && !word.starts_with(b"-") {
+            ranges.push((start, end));
+            continue;
+        }
+        if word.starts_with(b"-") && !word.contains(&b'=') && is_secret_key(word) {
+            *pending = true;
+            continue;
+        }
+        if mysql && word.starts_with(b"-p") && !word.starts_with(b"--") && word.len() > 2 {
+            ranges.push((start + 2, end));
+            continue;
+        }
+        for (p, piece) in split_keep_offsets(word, |b| matches!(b, b',' | b';' | b'&' | b'?')) {
+            if let Some(eq) = piece.iter().position(|&b| b == b'=')
+                && is_secret_key(&piece[..eq])
+                && eq + 1 < piece.len()
+            {
+                ranges.push((start + p + eq + 1, start + p + piece.len()));
+            }
+        }
+        ranges.extend(userinfo_ranges(word).into_iter().map(|(a, b)| (start + a, start + b)));
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 fn is_secret_key(key: &[u8]) -> bool {
@@ -57,27 +96,60 @@ fn is_secret_key(key: &[u8]) -> bool {
     SECRET_WORDS.iter().any(|w| key.contains(w))
 }
 
-/// `postgres://app:hunter2@db:5432/x` → `postgres://<redacted>@db:5432/x`, anywhere in the argument.
-fn redact_url_userinfo(arg: &[u8]) -> Option<Vec<u8>> {
-    let scheme_end = find(arg, b"://")? + 3;
-    let rest = &arg[scheme_end..];
-    let authority_end =
-        rest.iter().position(|&b| b == b'/' || b == b'?' || b == b'#' || b == b' ').unwrap_or(rest.len());
-    let at = rest[..authority_end].iter().rposition(|&b| b == b'@')?;
-    let mut out = arg[..scheme_end].to_vec();
-    out.extend_from_slice(REDACTED);
-    out.extend_from_slice(&rest[at..]);
-    // Further URLs in the same argument.
-    let tail_start = out.len() - (rest.len() - at);
-    if let Some(tail) = redact_url_userinfo(&out[tail_start..]) {
-        out.truncate(tail_start);
-        out.extend_from_slice(&tail);
+/// Non-empty pieces of `s` between separators, with their offsets.
+fn split_keep_offsets(s: &[u8], sep: impl Fn(u8) -> bool) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    s.split(move |&b| sep(b)).filter_map(move |piece| {
+        let at = start;
+        start += piece.len() + 1;
+        (!piece.is_empty()).then_some((at, piece))
+    })
+}
+
+/// The user-info of every `scheme://user:pass@host` in a word, and of Go DSNs
+/// (`user:pass@tcp(host)/db`, `@unix(`).
+fn userinfo_ranges(word: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(found) = find(&word[i..], b"://") {
+        let begin = i + found + 3;
+        let len = word[begin..]
+            .iter()
+            .position(|&b| matches!(b, b'/' | b'?' | b'#' | b',' | b';'))
+            .unwrap_or(word.len() - begin);
+        if let Some(at) = word[begin..begin + len].iter().rposition(|&b| b == b'@') {
+            out.push((begin, begin + at));
+        }
+        i = begin + len;
     }
-    Some(out)
+    for marker in [&b"@tcp("[..], b"@unix("] {
+        let mut from = 0;
+        while let Some(at) = find(&word[from..], marker).map(|p| from + p) {
+            let segment_start =
+                word[..at].iter().rposition(|&b| matches!(b, b'=' | b',' | b';' | b'/')).map_or(0, |p| p + 1);
+            if let Some(colon) = word[segment_start..at].iter().position(|&b| b == b':') {
+                out.push((segment_start + colon + 1, at));
+            }
+            from = at + marker.len();
+        }
+    }
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn replace(arg: &[u8], ranges: &[(usize, usize)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(arg.len());
+    let mut at = 0;
+    for &(a, b) in ranges {
+        out.extend_from_slice(&arg[at..a]);
+        out.extend_from_slice(REDACTED);
+        at = b;
+    }
+    out.extend_from_slice(&arg[at..]);
+    out
 }
 
 #[cfg(test)]
@@ -113,12 +185,46 @@ mod tests {
         assert_eq!(out, ["psql", "postgres://<redacted>@db:5432/shop?sslmode=require", "--dsn=https://<redacted>@h/x"]);
         let (out, _) = run(&["a=http://x:y@h/,http://p:q@i/"]);
         assert_eq!(out, ["a=http://<redacted>@h/,http://<redacted>@i/"]);
+        let (out, _) = run(&["--peers=http://a/,http://u:p@b/"]);
+        assert_eq!(out, ["--peers=http://a/,http://<redacted>@b/"], "a URL without user-info does not stop the scan");
+    }
+
+    #[test]
+    fn secrets_inside_query_strings_shell_commands_and_headers() {
+        let (out, _) = run(&["java", "--url=jdbc:postgresql://db/x?user=u&password=s&ssl=true"]);
+        assert_eq!(out, ["java", "--url=jdbc:postgresql://db/x?user=u&password=<redacted>&ssl=true"]);
+        let (out, _) = run(&["sh", "-c", "mysql --password s -h db && echo done"]);
+        assert_eq!(out, ["sh", "-c", "mysql --password <redacted> -h db && echo done"]);
+        let (out, _) = run(&["curl", "-H", "Authorization: Bearer abc.def", "https://api/x"]);
+        assert_eq!(out, ["curl", "-H", "Authorization: Bearer <redacted>", "https://api/x"]);
+        let (out, _) = run(&["curl", "-H", "authorization: abc123"]);
+        assert_eq!(out, ["curl", "-H", "authorization: <redacted>"]);
+        let (out, _) = run(&["app", "--dsn", "app:hunter2@tcp(db:3306)/shop"]);
+        assert_eq!(out, ["app", "--dsn", "app:<redacted>@tcp(db:3306)/shop"]);
+        let (out, _) = run(&["/usr/bin/mysql", "-uroot", "-phunter2", "-h", "db"]);
+        assert_eq!(out, ["/usr/bin/mysql", "-uroot", "-p<redacted>", "-h", "db"]);
+        let (out, _) = run(&["grep", "-pattern"]);
+        assert_eq!(out, ["grep", "-pattern"], "-p is only mysql's password");
     }
 
     #[test]
     fn ordinary_arguments_are_kept() {
-        let (out, r) = run(&["nginx", "-g", "daemon off;", "http://example.com/path@x", "--authority-file", "a.pem"]);
+        let args = ["nginx", "-g", "daemon off;", "http://example.com/path@x", "--authority-file", "a.pem", "a=b,c=d"];
+        let (out, r) = run(&args);
         assert!(!r);
-        assert_eq!(out, ["nginx", "-g", "daemon off;", "http://example.com/path@x", "--authority-file", "a.pem"]);
+        assert_eq!(out, args);
+    }
+
+    #[test]
+    fn hostile_arguments_are_linear_not_recursive() {
+        let hostile = "a://@".repeat(128 * 1024 / 5);
+        let start = std::time::Instant::now();
+        let (out, r) = run(&["x", &hostile]);
+        assert!(r);
+        assert!(out[1].len() < hostile.len() * 3);
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+        let many_eq = "password=".repeat(20_000);
+        let (out, _) = run(&["x", &many_eq]);
+        assert!(out[1].starts_with("password=<redacted>"));
     }
 }

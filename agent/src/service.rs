@@ -88,13 +88,12 @@ impl Agent {
         let kinds: Vec<v1::FdKind> = enum_list(&req.kinds, "kind")?;
         let states: Vec<v1::TcpState> = enum_list(&req.tcp_states, "tcp state")?;
         let (mut p, table) = self.collector.process_fds(req.pid, req.start_time_ticks, self.sampler.as_deref())?;
-        if p.fd_trend.is_none() && p.fd_summary.is_some() {
-            let why = if self.sampler.is_some() {
-                "not enough samples yet: the agent samples fd counts in the background"
-            } else {
-                "no history: this is a one-off read (--local); a running agent samples fd counts in the background"
-            };
-            p.unavailable.push(crate::model::Unavailable::new("fd_trend", why));
+        // A one-off read (--local) has no history; a running agent says why it has no trend yet.
+        if p.fd_trend.is_none() && p.fd_summary.is_some() && self.sampler.is_some() {
+            p.unavailable.push(crate::model::Unavailable::new(
+                "fd_trend",
+                "not enough samples yet: the agent samples fd counts in the background",
+            ));
         }
         let findings = findings::evaluate(std::slice::from_ref(&p), &[]);
         let fds = table

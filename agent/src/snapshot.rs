@@ -57,13 +57,11 @@ impl Collector {
     pub fn processes(&self, filter: &Filter) -> Result<(Vec<Process>, Vec<Unavailable>), AgentError> {
         let mut unavailable = Vec::new();
         let pids = if filter.pids.is_empty() { self.procs.pids()? } else { filter.pids.clone() };
-        if let Some(bad) = pids.iter().find(|&&p| p <= 0) {
-            return Err(AgentError::InvalidArgument(format!("pid {bad} is not a process id")));
-        }
         let mut pids = pids;
         pids.sort_unstable();
         pids.dedup();
         let mut processes = Vec::with_capacity(pids.len());
+        let mut first_error = None;
         for (pid, result) in self.read_all(&pids) {
             match result {
                 Ok(p) => processes.push(p),
@@ -72,7 +70,10 @@ impl Collector {
                 Err(ReadError::Gone { .. }) => {
                     unavailable.push(Unavailable::new(format!("pid {pid}"), "no such process"));
                 }
-                Err(e) => unavailable.push(Unavailable::from_read(format!("pid {pid}"), &e)),
+                Err(e) => {
+                    unavailable.push(Unavailable::from_read(format!("pid {pid}"), &e));
+                    first_error.get_or_insert(e);
+                }
             }
         }
         if let Some(want) = &filter.container_id {
@@ -82,7 +83,11 @@ impl Collector {
             }
         }
         if processes.is_empty() && !filter.pids.is_empty() {
-            return Err(AgentError::ProcessNotFound { pid: filter.pids[0] });
+            // Nothing read: say why, the first real error before "not found".
+            return Err(match first_error {
+                Some(e) => e.into(),
+                None => AgentError::ProcessNotFound { pid: filter.pids[0] },
+            });
         }
         Ok((processes, unavailable))
     }

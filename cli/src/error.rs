@@ -31,6 +31,8 @@ pub enum CliError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("the agent at {addr} did not answer within the timeout (--timeout)")]
+    Timeout { addr: String },
     #[error("permission denied: {message}")]
     PermissionDenied { message: String },
     #[error("the agent failed: {message}")]
@@ -44,7 +46,7 @@ impl CliError {
         match self {
             Self::Usage(_) => code::USAGE,
             Self::NotFound { .. } => code::NOT_FOUND,
-            Self::CannotConnect { .. } => code::CANNOT_CONNECT,
+            Self::CannotConnect { .. } | Self::Timeout { .. } => code::CANNOT_CONNECT,
             Self::PermissionDenied { .. } => code::PERMISSION_DENIED,
             Self::Agent { .. } | Self::Output(_) => code::AGENT_ERROR,
         }
@@ -59,9 +61,8 @@ impl CliError {
             Code::NotFound => Self::NotFound { message },
             Code::InvalidArgument => Self::Usage(message),
             Code::PermissionDenied | Code::Unauthenticated => Self::PermissionDenied { message },
-            Code::Unavailable | Code::DeadlineExceeded => {
-                Self::CannotConnect { addr: addr.to_string(), source: Box::new(status) }
-            }
+            Code::Unavailable => Self::CannotConnect { addr: addr.to_string(), source: Box::new(status) },
+            Code::DeadlineExceeded => Self::Timeout { addr: addr.to_string() },
             _ => Self::Agent { message: format!("{} ({:?})", message, status.code()) },
         }
     }

@@ -40,10 +40,17 @@ fn sleeper() -> Kid {
 
 /// bash with RLIMIT_NOFILE 64 holding 60 more fds, then sleeping.
 fn fd_hog() -> (Kid, i32) {
-    // Close what the test runner leaked, then hold fds 3..=62.
-    let script = "for f in /proc/$$/fd/*; do n=${f##*/}; [ $n -gt 2 ] && eval \"exec $n>&-\"; done; \
-                  ulimit -n 64; for i in $(seq 3 62); do eval \"exec $i</dev/null\"; done; echo ready; exec sleep 300";
-    let mut child = Command::new("bash").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    fd_hog_upto(62)
+}
+
+/// bash with RLIMIT_NOFILE 64 holding fds 3..=`last` on /dev/null, then sleeping.
+fn fd_hog_upto(last: u32) -> (Kid, i32) {
+    // Close what the test runner leaked, then hold fds 3..=last.
+    let script = format!(
+        "for f in /proc/$$/fd/*; do n=${{f##*/}}; [ $n -gt 2 ] && eval \"exec $n>&-\"; done; \
+         ulimit -n 64; for i in $(seq 3 {last}); do eval \"exec $i</dev/null\"; done; echo ready; exec sleep 300"
+    );
+    let mut child = Command::new("bash").args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
@@ -105,6 +112,71 @@ fn fail_on_turns_findings_into_exit_1() {
     assert!(text.starts_with("FINDINGS\n  CRITICAL fd.near_limit pid "), "{text}");
     assert!(text.contains("63/64"), "{text}");
     assert!(!text.contains('\x1b'), "no colour into a pipe");
+}
+
+#[test]
+fn fail_on_critical_ignores_a_warning() {
+    // 55 of 64 fds: 85.9%, a warning.
+    let (_kid, pid) = fd_hog_upto(54);
+    let pid = pid.to_string();
+    let v = json(&osl(&["diagnose", "--local", "--pid", &pid, "-o", "json"]));
+    assert_eq!(v["findings"][0]["severity"], "warn", "{}", v["findings"]);
+    assert_eq!(code(&osl(&["diagnose", "--local", "--pid", &pid, "--fail-on", "critical"])), 0);
+    assert_eq!(code(&osl(&["diagnose", "--local", "--pid", &pid, "--fail-on", "warn"])), 1);
+}
+
+#[test]
+fn fds_lists_filters_and_rejects_unknown_kinds() {
+    let (_kid, pid) = fd_hog();
+    let pid = pid.to_string();
+    let v = json(&osl(&["fds", "--local", "--pid", &pid, "-o", "json"]));
+    let fds = v["fds"].as_array().unwrap();
+    assert_eq!(fds.len(), 63);
+    assert_eq!(v["process"]["fd_summary"]["total"], 63);
+    assert_eq!(v["process"]["fd_summary"]["headroom"], 1);
+    let devnull: Vec<&Value> = fds.iter().filter(|f| f["target"] == "/dev/null").collect();
+    assert!(devnull.len() >= 60 && devnull.iter().all(|f| f["kind"] == "char_device"));
+    assert_eq!(v["findings"][0]["id"], "fd.near_limit");
+    let only = json(&osl(&["fds", "--local", "--pid", &pid, "--kind", "char_device", "-o", "json"]));
+    assert!(only["fds"].as_array().unwrap().iter().all(|f| f["kind"] == "char_device"));
+    let none = json(&osl(&["fds", "--local", "--pid", &pid, "--state", "CLOSE_WAIT", "-o", "json"]));
+    assert_eq!(none["fds"], serde_json::json!([]));
+    let table = osl(&["fds", "--local", "--pid", &pid]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("\n62   char_device   /dev/null\n"), "{text}");
+    assert!(text.contains("limit: 63 of 64 used, 1 left"), "{text}");
+    let bad = osl(&["fds", "--local", "--pid", &pid, "--kind", "sockets"]);
+    assert_eq!(code(&bad), 2);
+    assert!(stderr(&bad).contains("unknown fd kind \"sockets\""), "{}", stderr(&bad));
+}
+
+/// Without CAP_SYS_PTRACE another user's fd table is refused by the kernel: the
+/// answer is partial, with the reason, not an error.
+#[test]
+fn another_users_fds_without_ptrace_are_a_partial_answer() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var("CI").is_err(), "CI runs as root and must run this test");
+        eprintln!("SKIPPED another_users_fds_without_ptrace_are_a_partial_answer: needs root to become another user");
+        return;
+    }
+    let kid = sleeper();
+    let pid = kid.0.id().to_string();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", BIN])
+        .args(["fds", "--local", "--pid", &pid, "-o", "json"])
+        .output()
+        .expect("setpriv");
+    let v = json(&o);
+    assert_eq!(v["agent"]["level"], "basic");
+    assert_eq!(v["fds"], serde_json::json!([]));
+    let p = &v["process"];
+    assert_eq!(p["comm"], "sleep");
+    assert!(p["fds"]["open"].as_u64().is_some(), "the count needs no ptrace on Linux >= 6.2: {}", p["fds"]);
+    let reasons: Vec<&str> =
+        p["unavailable"].as_array().unwrap().iter().map(|u| u["field"].as_str().unwrap()).collect();
+    assert!(reasons.contains(&"fds") && reasons.contains(&"memory.pss_bytes"), "{reasons:?}");
+    let fds = p["unavailable"].as_array().unwrap().iter().find(|u| u["field"] == "fds").unwrap();
+    assert!(fds["reason"].as_str().unwrap().contains("needs CAP_SYS_PTRACE"), "{fds}");
 }
 
 #[test]

@@ -222,16 +222,17 @@ fn hybrid_host_reads_memory_and_cpu_from_v1_and_psi_from_the_system() {
     );
     // This machine's real v1 formats.
     f.file(&format!("{mem}/memory.usage_in_bytes"), "104857600\n");
-    f.file(&format!("{mem}/memory.limit_in_bytes"), "134217728\n");
+    // No limit of its own: the pod's, above it, binds (hierarchical_memory_limit).
+    f.file(&format!("{mem}/memory.limit_in_bytes"), "9223372036854771712\n");
     f.file(&format!("{mem}/memory.max_usage_in_bytes"), "110000000\n");
     f.file(&format!("{mem}/memory.failcnt"), "0\n");
     f.file(&format!("{mem}/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n");
     f.file(&format!("{mem}/memory.kmem.usage_in_bytes"), "1048576\n");
     f.file(
         &format!("{mem}/memory.stat"),
-        "cache 4194304\nrss 100663296\nrss_huge 0\nshmem 0\nmapped_file 1048576\ndirty 0\nwriteback 0\nswap 0\n\
-pgpgin 30000\npgpgout 5000\npgfault 31000\npgmajfault 0\ninactive_anon 100663296\nactive_anon 0\n\
-inactive_file 2097152\nactive_file 2097152\nunevictable 0\nhierarchical_memory_limit 134217728\n\
+        "cache 1000\nrss 2000\nrss_huge 0\nshmem 0\nmapped_file 3000\ndirty 0\nwriteback 0\nswap 0\n\
+pgpgin 30000\npgpgout 5000\npgfault 31000\npgmajfault 0\ninactive_anon 4000\nactive_anon 0\n\
+inactive_file 5000\nactive_file 6000\nunevictable 0\nhierarchical_memory_limit 134217728\n\
 hierarchical_memsw_limit 9223372036854771712\ntotal_cache 4194304\ntotal_rss 100663296\ntotal_rss_huge 0\n\
 total_shmem 0\ntotal_mapped_file 1048576\ntotal_dirty 0\ntotal_writeback 0\ntotal_swap 0\ntotal_pgpgin 30000\n\
 total_pgpgout 5000\ntotal_pgfault 31000\ntotal_pgmajfault 0\ntotal_inactive_anon 100663296\ntotal_active_anon 0\n\
@@ -249,8 +250,8 @@ total_inactive_file 2097152\ntotal_active_file 2097152\ntotal_unevictable 0\n",
     assert!(c.unavailable.is_empty(), "{:?}", c.unavailable);
     let m = c.memory.as_ref().unwrap();
     assert_eq!(m.location.version, CgroupVersion::V1);
-    assert_eq!(m.limit_bytes, Some(Some(128 * MIB)));
-    assert_eq!(m.working_set_bytes, Some(104857600 - 2097152));
+    assert_eq!(m.limit_bytes, Some(Some(128 * MIB)), "the pod's limit, from hierarchical_memory_limit");
+    assert_eq!(m.working_set_bytes, Some(104857600 - 2097152), "usage - total_inactive_file, not inactive_file");
     assert_eq!((m.anon_bytes, m.file_bytes, m.kernel_bytes), (Some(100663296), Some(4194304), Some(1048576)));
     assert_eq!(m.sock_bytes, None, "v1 has no sock figure");
     let psi = m.pressure.as_ref().unwrap();
@@ -268,4 +269,21 @@ total_inactive_file 2097152\ntotal_active_file 2097152\ntotal_unevictable 0\n",
     assert_eq!(c.id.as_deref(), Some(ID));
     assert_eq!(c.pod_uid.as_deref(), Some(POD_UID));
     assert!(findings::evaluate(&snap.processes, &snap.containers).is_empty(), "78%: no finding");
+}
+
+#[test]
+fn a_v2_container_without_a_limit_is_bound_by_its_pod() {
+    let f = Fixture::new();
+    let mount = f.path("sys/fs/cgroup");
+    f.file("proc/self/mountinfo", format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", mount.display()));
+    system_psi(&f);
+    f.process(7, "app", &format!("0::{}\n", scope_path()), 3);
+    v2_cgroup_files(&f, &format!("sys/fs/cgroup{}", scope_path()), false); // memory.max = max
+    let pod = scope_path().rsplit_once('/').unwrap().0.to_string();
+    f.file(&format!("sys/fs/cgroup{pod}/memory.max"), "268435456\n");
+    f.file("sys/fs/cgroup/kubepods.slice/memory.max", "1073741824\n");
+    let snap = collector(&f).snapshot(&Filter::default(), None).unwrap();
+    let m = snap.containers[0].memory.as_ref().unwrap();
+    assert_eq!(m.limit_bytes, Some(Some(256 * MIB)), "the smallest memory.max on the way up");
+    assert!(snap.findings.iter().any(|f| f.id == "memory.near_limit"), "{:?}", snap.findings);
 }
