@@ -269,7 +269,7 @@ pub fn fd(f: &model::Fd) -> v1::Fd {
         inode: info.and_then(|i| i.inode),
         size_bytes: f.size_bytes,
         socket: f.socket.as_ref().map(socket),
-        detail: info.map(|i| v1::FdDetail {
+        detail: info.filter(|i| i.has_detail()).map(|i| v1::FdDetail {
             eventfd_count: i.eventfd_count,
             epoll_targets: i.epoll_targets.iter().map(|&(fd, events)| v1::EpollTarget { fd, events }).collect(),
             timerfd_clockid: i.timerfd.map(|t| t.clockid),

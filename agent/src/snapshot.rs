@@ -160,7 +160,7 @@ impl Collector {
             return None;
         }
         let dir = self.procs.root().join(p.pid.to_string());
-        match fds::read_table(&dir, || netns.tables_for(&dir)) {
+        match fds::read_table(&dir, Some(p.start_time_ticks), || netns.tables_for(&dir)) {
             Ok(table) => {
                 let soft = p.fds.limit.and_then(|l| l.soft);
                 p.fd_summary = Some(summary::summarize(&table, soft));

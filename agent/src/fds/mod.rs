@@ -7,62 +7,107 @@
 pub mod fdinfo;
 pub mod summary;
 
-use crate::error::ReadError;
+use crate::error::{ReadError, read_file_at};
 use crate::model::{Fd, FdKind, FdTable, Socket, Unavailable};
 use crate::net::SocketTables;
+use crate::proc::parse::parse_stat;
 use fdinfo::Target;
 use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::ffi::CStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Above this many fds a table is read on several threads.
+/// Above this many fds a table is read on several threads: two a core (the work
+/// is mostly in the kernel, and threads blocked there leave the core to another).
 const PARALLEL_FROM: usize = 512;
 const MAX_THREADS: usize = 4;
 
-/// Reads the fd table of the process at `pid_dir` (`/proc/PID`). `sockets` gives
-/// the tables of its network namespace; it is called only if it has a socket.
-pub fn read_table(pid_dir: &Path, sockets: impl Fn() -> Arc<SocketTables> + Sync) -> Result<FdTable, ReadError> {
-    let fd_path = pid_dir.join("fd");
-    let info_path = pid_dir.join("fdinfo");
-    let fd_dir = open_dir(&fd_path)?;
-    let info_dir = open_dir(&info_path)?;
-    let mut numbers = list(&fd_dir, &fd_path)?;
+/// Reads the fd table of the process at `pid_dir` (`/proc/PID`); with
+/// `start_time_ticks`, only if it is still that process. `sockets` gives the tables
+/// of its network namespace: called only if it has a socket, on a thread of its own
+/// while the fds are still being read.
+pub fn read_table(
+    pid_dir: &Path,
+    start_time_ticks: Option<u64>,
+    sockets: impl Fn() -> Arc<SocketTables> + Sync,
+) -> Result<FdTable, ReadError> {
+    let proc_dir = crate::error::open_dir(pid_dir)?;
+    if let Some(expected) = start_time_ticks {
+        let stat = read_file_at(&proc_dir, pid_dir, "stat")?;
+        let (_, stat) = parse_stat(&stat).map_err(|r| ReadError::parse(pid_dir.join("stat"), r))?;
+        if stat.starttime != expected {
+            return Err(ReadError::Gone { path: pid_dir.to_path_buf() });
+        }
+    }
+    let fd_dir = open_subdir(&proc_dir, pid_dir, "fd")?;
+    let info_dir = open_subdir(&proc_dir, pid_dir, "fdinfo")?;
+    let mut numbers = list(&fd_dir, &pid_dir.join("fd"))?;
     numbers.sort_unstable();
 
-    let tables = OnceLock::new();
-    let reader = Reader { fd_dir: &fd_dir, info_dir: &info_dir, tables: &tables, sockets: &sockets };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
-    let results: Vec<Read> = if numbers.len() < PARALLEL_FROM || threads < 2 {
-        reader.read_all(&numbers)
-    } else {
-        let chunk = numbers.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = numbers.chunks(chunk).map(|part| s.spawn(|| reader.read_all(part))).collect();
+    let reader = Reader { fd_dir: &fd_dir, info_dir: &info_dir };
+    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) * 2).min(MAX_THREADS);
+    let parallel = numbers.len() >= PARALLEL_FROM && threads >= 2;
+    let prefetch = Prefetch { started: AtomicBool::new(false), tables: OnceLock::new(), sockets: &sockets };
+    let results: Vec<Read> = std::thread::scope(|s| {
+        if parallel {
+            let chunk = numbers.len().div_ceil(threads);
+            let (prefetch, reader) = (&prefetch, &reader);
+            let workers: Vec<_> = numbers
+                .chunks(chunk)
+                .map(|part| s.spawn(move || reader.read_all(part, &|| prefetch.start(s))))
+                .collect();
             workers
                 .into_iter()
                 .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
                 .collect()
-        })
-    };
+        } else {
+            reader.read_all(&numbers, &|| prefetch.start(s))
+        }
+    });
+    // The scope has joined the table reader too.
+    let tables = prefetch.tables.into_inner();
 
     let mut table = FdTable::default();
     for r in results {
         match r {
-            Read::Fd(fd) => table.fds.push(*fd),
+            Read::Fd(mut fd) => {
+                if let (Some(socket), Some(t)) = (fd.socket.as_mut(), &tables) {
+                    socket.entry = t.get(socket.inode).cloned();
+                    socket.accept_backlog = t.backlog(socket.inode).map(|(_, backlog)| backlog);
+                }
+                table.fds.push(*fd);
+            }
             Read::Closed => table.closed_during_read += 1,
         }
     }
-    if let Some(t) = tables.get() {
+    if let Some(t) = &tables {
         table.unavailable.extend(t.unavailable.iter().cloned());
     }
     Ok(table)
 }
 
-fn open_dir(path: &Path) -> Result<OwnedFd, ReadError> {
-    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| ReadError::from_io(path, e.into()))
+/// Reads the socket tables on a thread of their own, once, when a socket is seen.
+struct Prefetch<'a, F> {
+    started: AtomicBool,
+    tables: OnceLock<Arc<SocketTables>>,
+    sockets: &'a F,
+}
+
+impl<F: Fn() -> Arc<SocketTables> + Sync> Prefetch<'_, F> {
+    fn start<'scope>(&'scope self, s: &'scope std::thread::Scope<'scope, '_>) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            s.spawn(move || {
+                let _ = self.tables.set((self.sockets)());
+            });
+        }
+    }
+}
+
+fn open_subdir(proc_dir: &OwnedFd, pid_dir: &Path, name: &str) -> Result<OwnedFd, ReadError> {
+    rustix::fs::openat(proc_dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| ReadError::from_io(pid_dir.join(name), e.into()))
 }
 
 fn list(dir: &OwnedFd, path: &Path) -> Result<Vec<i32>, ReadError> {
@@ -83,21 +128,20 @@ enum Read {
     Closed,
 }
 
-struct Reader<'a, S> {
+struct Reader<'a> {
     fd_dir: &'a OwnedFd,
     info_dir: &'a OwnedFd,
-    tables: &'a OnceLock<Arc<SocketTables>>,
-    sockets: &'a S,
 }
 
-impl<S: Fn() -> Arc<SocketTables> + Sync> Reader<'_, S> {
-    fn read_all(&self, numbers: &[i32]) -> Vec<Read> {
+impl Reader<'_> {
+    /// `want_sockets` is called when a socket is seen (its entry is filled in later).
+    fn read_all(&self, numbers: &[i32], want_sockets: &dyn Fn()) -> Vec<Read> {
         let mut link = vec![0u8; 4096];
         let mut info = Vec::with_capacity(4096);
-        numbers.iter().map(|&n| self.read_one(n, &mut link, &mut info)).collect()
+        numbers.iter().map(|&n| self.read_one(n, &mut link, &mut info, want_sockets)).collect()
     }
 
-    fn read_one(&self, n: i32, link: &mut [u8], info_buf: &mut Vec<u8>) -> Read {
+    fn read_one(&self, n: i32, link: &mut [u8], info_buf: &mut Vec<u8>, want_sockets: &dyn Fn()) -> Read {
         let mut name_buf = itoa_buf(n);
         let name = name_buf.as_cstr();
         let target = match readlink(self.fd_dir, name, link) {
@@ -116,9 +160,8 @@ impl<S: Fn() -> Arc<SocketTables> + Sync> Reader<'_, S> {
         };
         fd.kind = match class {
             Target::Socket(inode) => {
-                let tables = self.tables.get_or_init(|| (self.sockets)());
-                let accept_backlog = tables.backlog(inode).map(|(_, backlog)| backlog);
-                fd.socket = Some(Socket { inode, entry: tables.get(inode).cloned(), accept_backlog });
+                want_sockets();
+                fd.socket = Some(Socket { inode, entry: None, accept_backlog: None });
                 FdKind::Socket
             }
             Target::Pipe => FdKind::Pipe,
@@ -165,14 +208,20 @@ fn readlink(dir: &OwnedFd, name: &CStr, buf: &mut [u8]) -> Result<Vec<u8>, rusti
     Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
 }
 
-/// Reads a small file relative to `dir` into `buf` (reused between calls).
+/// Reads an fdinfo file relative to `dir` into `buf` (reused between calls).
+/// fdinfo is a single-record seq_file: a read returns all of it that fits, so a
+/// read shorter than the buffer is the whole file and the EOF read is skipped
+/// (17,000 fds: 17,000 syscalls fewer).
 fn read_at(dir: &OwnedFd, name: &CStr, buf: &mut Vec<u8>) -> Result<(), rustix::io::Errno> {
     let file = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
         match rustix::io::read(&file, &mut chunk) {
-            Ok(0) => return Ok(()),
+            Ok(n) if n < chunk.len() => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e),

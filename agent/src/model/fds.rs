@@ -79,6 +79,18 @@ pub struct FdInfo {
     pub pidfd_pid: Option<i32>,
 }
 
+impl FdInfo {
+    /// Whether fdinfo said anything beyond pos, flags, mnt_id and ino.
+    pub fn has_detail(&self) -> bool {
+        self.eventfd_count.is_some()
+            || !self.epoll_targets.is_empty()
+            || self.timerfd.is_some()
+            || self.signalfd_mask.is_some()
+            || !self.inotify_watches.is_empty()
+            || self.pidfd_pid.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timerfd {
     pub clockid: i32,

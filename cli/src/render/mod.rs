@@ -110,14 +110,16 @@ impl View {
 
     /// JSON or YAML of the message itself; `None` for table output.
     fn structured<T: serde::Serialize>(&self, value: &T) -> Option<Result<(), CliError>> {
-        let text = match self.output {
-            Output::Json => {
-                serde_json::to_string_pretty(value).map(|s| s + "\n").map_err(|e| CliError::Output(e.into()))
-            }
-            Output::Yaml => serde_norway::to_string(value).map_err(|e| CliError::Output(e.into())),
+        // Streamed through a buffer: an fd table of 17,000 entries is megabytes of JSON.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        let written = match self.output {
+            Output::Json => serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from),
+            Output::Yaml => serde_norway::to_writer(&mut out, value).map_err(std::io::Error::other),
             Output::Table | Output::Wide => return None,
         };
-        Some(text.and_then(|t| write_plain(&t)))
+        let newline = if self.output == Output::Json { &b"\n"[..] } else { b"" };
+        let done = written.and_then(|()| out.write_all(newline)).and_then(|()| out.flush());
+        Some(done.or_else(ignore_broken_pipe))
     }
 }
 
@@ -192,11 +194,6 @@ fn is_kernel_thread(p: &v1::Process) -> bool {
 /// Text with styles: anstream drops them for pipes and NO_COLOR.
 fn write(text: &str) -> Result<(), CliError> {
     let mut out = anstream::stdout();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).or_else(ignore_broken_pipe)
-}
-
-fn write_plain(text: &str) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).or_else(ignore_broken_pipe)
 }
 
