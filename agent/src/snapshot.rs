@@ -180,6 +180,21 @@ impl Collector {
         }
     }
 
+    /// Every process's fd summary, on up to [`MAX_READERS`] threads.
+    fn read_fd_tables(&self, processes: &mut [Process], netns: &NetnsCache, sampler: Option<&FdSampler>) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_READERS);
+        if threads < 2 || processes.len() < 2 * MIN_PER_READER {
+            processes.iter_mut().for_each(|p| drop(self.fd_table(p, netns, sampler)));
+            return;
+        }
+        let chunk = processes.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for part in processes.chunks_mut(chunk) {
+                s.spawn(move || part.iter_mut().for_each(|p| drop(self.fd_table(p, netns, sampler))));
+            }
+        });
+    }
+
     /// One process and its fd table (`None` with the reason in `unavailable` when
     /// the table cannot be read).
     pub fn process_fds(
@@ -199,12 +214,10 @@ impl Collector {
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
         let (mut processes, mut unavailable) = self.processes(filter)?;
         let netns = NetnsCache::default();
+        self.read_fd_tables(&mut processes, &netns, sampler);
         let mut fd_totals = FdSummary::default();
-        for p in &mut processes {
-            self.fd_table(p, &netns, sampler);
-            if let Some(s) = &p.fd_summary {
-                summary::add(&mut fd_totals, s);
-            }
+        for s in processes.iter().filter_map(|p| p.fd_summary.as_ref()) {
+            summary::add(&mut fd_totals, s);
         }
         let (containers, more) = self.containers(&processes);
         unavailable.extend(more);

@@ -75,7 +75,7 @@ pub fn read_table(
             Read::Fd(mut fd) => {
                 if let (Some(socket), Some(t)) = (fd.socket.as_mut(), &tables) {
                     socket.entry = t.get(socket.inode).cloned();
-                    socket.accept_backlog = t.backlog(socket.inode).map(|(_, backlog)| backlog);
+                    socket.accept_backlog = t.backlog(socket.inode);
                 }
                 table.fds.push(*fd);
             }

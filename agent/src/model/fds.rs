@@ -146,7 +146,7 @@ pub enum SocketEntry {
         remote: SocketAddr,
         /// The kernel's state number (TCP_ESTABLISHED = 1 … TCP_NEW_SYN_RECV = 12).
         state: u8,
-        /// Bytes not yet acknowledged (0 for LISTEN).
+        /// Bytes not yet acknowledged; for LISTEN, the backlog (sock_diag) or 0 (/proc).
         tx_queue: u32,
         /// For LISTEN: connections waiting to be accepted; otherwise bytes not yet read.
         rx_queue: u32,

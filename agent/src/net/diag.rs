@@ -1,11 +1,14 @@
-//! The accept backlog of listening TCP sockets, which /proc/net/tcp does not show
-//! (for a listener it prints the queue's length, not its size): asked of the
-//! kernel's sock_diag netlink interface, as `ss -l` does. It answers for the
-//! caller's own network namespace only. Messages are built and read as bytes
-//! (no crate speaks inet_diag; the layout is include/uapi/linux/inet_diag.h).
+//! TCP and UDP sockets from the kernel's sock_diag netlink interface, as `ss` gets
+//! them. Preferred to /proc/net/tcp{,6}, which walks the whole established hash
+//! table again for every page it prints (most of a snapshot's time on a node with
+//! a large table), and which shows a listener's queue length but not its backlog.
+//! It answers for the caller's own network namespace only. Messages are built and
+//! read as bytes (no crate speaks inet_diag; the layout is
+//! include/uapi/linux/inet_diag.h).
 
-use std::collections::HashMap;
+use crate::model::{InetProtocol, SocketEntry};
 use std::io;
+use std::net::SocketAddr;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -13,15 +16,18 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const IPPROTO_TCP: u8 = 6;
-const TCP_LISTEN: u32 = 10;
+const IPPROTO_UDP: u8 = 17;
+/// Every TCP state (bits 1..=12); UDP sockets report 1 (connected) or 7.
+const ALL_STATES: u32 = 0x1ffe;
 const NLMSG_HDRLEN: usize = 16;
 /// inet_diag_msg: family, state, timer, retrans (4) + inet_diag_sockid (48) +
 /// expires, rqueue, wqueue, uid, inode (20).
 const INET_DIAG_MSG_LEN: usize = 72;
 
-/// inode → (connections waiting to be accepted, the accept backlog) for every
-/// listening TCP socket (IPv4 and IPv6) in this process's network namespace.
-pub fn listen_backlogs() -> io::Result<HashMap<u64, (u32, u32)>> {
+/// Every TCP or UDP socket (IPv4 and IPv6) in this process's network namespace,
+/// by inode. For a TCP listener, `rx_queue` is the accept queue and `tx_queue` the
+/// backlog; otherwise they are the unread and unacknowledged bytes.
+pub fn inet_sockets(tcp: bool) -> io::Result<Vec<(u64, SocketEntry)>> {
     use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
     let fd = rustix::net::socket_with(
         AddressFamily::NETLINK,
@@ -29,32 +35,31 @@ pub fn listen_backlogs() -> io::Result<HashMap<u64, (u32, u32)>> {
         SocketFlags::CLOEXEC,
         Some(netlink::SOCK_DIAG),
     )?;
-    let mut out = HashMap::new();
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let protocol = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
     for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
-        rustix::net::send(&fd, &request(seq, family), SendFlags::empty())?;
+        rustix::net::send(&fd, &request(seq, family, protocol), SendFlags::empty())?;
         'recv: loop {
             let n = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?.0;
+            if n == 0 {
+                break;
+            }
             for msg in messages(&buf[..n]) {
                 match msg {
                     Message::Done => break 'recv,
                     Message::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
-                    Message::Socket { inode, rqueue, wqueue } => {
-                        out.insert(inode, (rqueue, wqueue));
-                    }
+                    Message::Socket(s) => out.push((s.inode, s.entry(tcp))),
                     Message::Other => {}
                 }
-            }
-            if n == 0 {
-                break;
             }
         }
     }
     Ok(out)
 }
 
-/// An nlmsghdr and an inet_diag_req_v2 asking for every TCP listener of `family`.
-fn request(seq: u32, family: u8) -> Vec<u8> {
+/// An nlmsghdr and an inet_diag_req_v2 asking for every socket of `family`/`protocol`.
+fn request(seq: u32, family: u8, protocol: u8) -> Vec<u8> {
     let len = NLMSG_HDRLEN + 56;
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -62,18 +67,72 @@ fn request(seq: u32, family: u8) -> Vec<u8> {
     m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    m.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]); // family, protocol, ext, pad
-    m.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes()); // states
+    m.extend_from_slice(&[family, protocol, 0, 0]); // family, protocol, ext, pad
+    m.extend_from_slice(&ALL_STATES.to_ne_bytes());
     m.resize(len, 0); // inet_diag_sockid: all zero, match any
     m
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Message {
-    Socket { inode: u64, rqueue: u32, wqueue: u32 },
+    Socket(DiagSocket),
     Done,
     Error(i32),
     Other,
+}
+
+/// The fields of an inet_diag_msg osl uses.
+#[derive(Debug, PartialEq, Eq)]
+struct DiagSocket {
+    local: SocketAddr,
+    remote: SocketAddr,
+    state: u8,
+    rqueue: u32,
+    wqueue: u32,
+    inode: u64,
+}
+
+impl DiagSocket {
+    fn entry(&self, tcp: bool) -> SocketEntry {
+        let v6 = self.local.is_ipv6();
+        let protocol = match (tcp, v6) {
+            (true, false) => InetProtocol::Tcp,
+            (true, true) => InetProtocol::Tcp6,
+            (false, false) => InetProtocol::Udp,
+            (false, true) => InetProtocol::Udp6,
+        };
+        SocketEntry::Inet {
+            protocol,
+            local: self.local,
+            remote: self.remote,
+            state: self.state,
+            tx_queue: self.wqueue,
+            rx_queue: self.rqueue,
+        }
+    }
+}
+
+/// inet_diag_msg: family, state, timer, retrans (0..4); sockid: sport, dport
+/// (big-endian, 4..8), src[4] (8..24), dst[4] (24..40), if, cookie (40..52);
+/// expires, rqueue, wqueue, uid, inode (52..72).
+fn diag_socket(body: &[u8]) -> Option<DiagSocket> {
+    let family = *body.first()?;
+    let port = |at: usize| Some(u16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?));
+    let addr = |at: usize, port: u16| -> Option<SocketAddr> {
+        Some(match i32::from(family) {
+            libc::AF_INET => SocketAddr::from((<[u8; 4]>::try_from(body.get(at..at + 4)?).ok()?, port)),
+            libc::AF_INET6 => SocketAddr::from((<[u8; 16]>::try_from(body.get(at..at + 16)?).ok()?, port)),
+            _ => return None,
+        })
+    };
+    Some(DiagSocket {
+        local: addr(8, port(4)?)?,
+        remote: addr(24, port(6)?)?,
+        state: *body.get(1)?,
+        rqueue: u32_at(body, 56)?,
+        wqueue: u32_at(body, 60)?,
+        inode: u64::from(u32_at(body, 68)?),
+    })
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -92,11 +151,9 @@ fn messages(mut b: &[u8]) -> Vec<Message> {
         out.push(match kind {
             NLMSG_DONE => Message::Done,
             NLMSG_ERROR => Message::Error(u32_at(body, 0).map_or(libc::EIO, |e| -(e as i32))),
-            SOCK_DIAG_BY_FAMILY if body.len() >= INET_DIAG_MSG_LEN => Message::Socket {
-                rqueue: u32_at(body, 56).unwrap_or(0),
-                wqueue: u32_at(body, 60).unwrap_or(0),
-                inode: u64::from(u32_at(body, 68).unwrap_or(0)),
-            },
+            SOCK_DIAG_BY_FAMILY if body.len() >= INET_DIAG_MSG_LEN => {
+                diag_socket(body).map_or(Message::Other, Message::Socket)
+            }
             _ => Message::Other,
         });
         b = &b[len.next_multiple_of(4).min(b.len())..];
@@ -109,19 +166,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_real_listener_has_its_backlog() {
+    fn real_sockets_with_states_addresses_and_backlog() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let inode = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&listener)))
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("socket:[")
-            .trim_end_matches(']')
-            .parse::<u64>()
-            .unwrap();
-        let backlogs = listen_backlogs().unwrap();
-        let (queue, backlog) = backlogs[&inode];
-        assert_eq!(queue, 0);
-        assert!(backlog > 0, "std listens with a backlog: {backlog}");
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let udp = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let inode = |fd: i32| -> u64 {
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            link.to_string_lossy().trim_start_matches("socket:[").trim_end_matches(']').parse().unwrap()
+        };
+        use std::os::fd::AsRawFd;
+        let tcp = inet_sockets(true).unwrap();
+        let find = |list: &[(u64, SocketEntry)], i: u64| list.iter().find(|(n, _)| *n == i).map(|(_, e)| e.clone());
+        let Some(SocketEntry::Inet { protocol, local, state, tx_queue, rx_queue, .. }) =
+            find(&tcp, inode(listener.as_raw_fd()))
+        else {
+            panic!("listener missing")
+        };
+        assert_eq!((protocol, local, state, rx_queue), (InetProtocol::Tcp, listener.local_addr().unwrap(), 10, 1));
+        assert!(tx_queue > 0, "the backlog: {tx_queue}");
+        let Some(SocketEntry::Inet { remote, state, .. }) = find(&tcp, inode(client.as_raw_fd())) else { panic!() };
+        assert_eq!((remote, state), (listener.local_addr().unwrap(), 1));
+        let udp_list = inet_sockets(false).unwrap();
+        let Some(SocketEntry::Inet { protocol, local, state, .. }) = find(&udp_list, inode(udp.as_raw_fd())) else {
+            panic!("udp missing")
+        };
+        assert_eq!((protocol, local, state), (InetProtocol::Udp6, udp.local_addr().unwrap(), 7));
     }
 
     #[test]
@@ -129,6 +198,10 @@ mod tests {
         let mut socket = vec![0u8; NLMSG_HDRLEN + INET_DIAG_MSG_LEN];
         socket[0..4].copy_from_slice(&((NLMSG_HDRLEN + INET_DIAG_MSG_LEN) as u32).to_ne_bytes());
         socket[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        socket[NLMSG_HDRLEN] = libc::AF_INET as u8;
+        socket[NLMSG_HDRLEN + 1] = 10;
+        socket[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 6].copy_from_slice(&8080u16.to_be_bytes());
+        socket[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 12].copy_from_slice(&[127, 0, 0, 1]);
         socket[NLMSG_HDRLEN + 56..NLMSG_HDRLEN + 60].copy_from_slice(&2u32.to_ne_bytes());
         socket[NLMSG_HDRLEN + 60..NLMSG_HDRLEN + 64].copy_from_slice(&128u32.to_ne_bytes());
         socket[NLMSG_HDRLEN + 68..NLMSG_HDRLEN + 72].copy_from_slice(&4242u32.to_ne_bytes());
@@ -136,7 +209,15 @@ mod tests {
         done[0..4].copy_from_slice(&20u32.to_ne_bytes());
         done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
         let both = [socket.clone(), done].concat();
-        assert_eq!(messages(&both), [Message::Socket { inode: 4242, rqueue: 2, wqueue: 128 }, Message::Done]);
+        let expected = DiagSocket {
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            state: 10,
+            rqueue: 2,
+            wqueue: 128,
+            inode: 4242,
+        };
+        assert_eq!(messages(&both), [Message::Socket(expected), Message::Done]);
         for cut in 0..both.len() {
             let _ = messages(&both[..cut]);
         }

@@ -1,5 +1,7 @@
-//! Socket tables of a network namespace: /proc/PID/net/{tcp,tcp6,udp,udp6,unix,netlink},
-//! read once per namespace and looked up by inode.
+//! Socket tables of a network namespace, read once per namespace and looked up by
+//! inode: TCP and UDP through sock_diag when the namespace is the agent's own (fast,
+//! and it has listeners' backlogs), through /proc/PID/net/{tcp,tcp6,udp,udp6}
+//! otherwise; unix and netlink sockets through /proc/PID/net always.
 
 pub mod diag;
 pub mod parse;
@@ -13,8 +15,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct SocketTables {
     by_inode: HashMap<u64, SocketEntry>,
-    /// Listener inode → (accept queue, backlog), when the namespace is the agent's own.
-    backlogs: Option<HashMap<u64, (u32, u32)>>,
+    /// Whether TCP listeners' `tx_queue` is their backlog (sock_diag) or not (/proc).
+    pub has_backlogs: bool,
     pub unavailable: Vec<Unavailable>,
 }
 
@@ -23,28 +25,34 @@ impl SocketTables {
     pub fn read(pid_dir: &Path) -> Self {
         let mut t = Self::default();
         let net = pid_dir.join("net");
-        for (name, protocol) in [
-            ("tcp", InetProtocol::Tcp),
-            ("tcp6", InetProtocol::Tcp6),
-            ("udp", InetProtocol::Udp),
-            ("udp6", InetProtocol::Udp6),
-        ] {
-            t.load(&net.join(name), |b| parse::inet_table(b, protocol));
+        let own = same_netns(pid_dir);
+        t.has_backlogs = own;
+        for tcp in [true, false] {
+            if own {
+                match diag::inet_sockets(tcp) {
+                    Ok(sockets) => {
+                        t.by_inode.extend(sockets);
+                        continue;
+                    }
+                    Err(e) => {
+                        t.has_backlogs = false;
+                        let why = format!("sock_diag failed ({e}): read /proc/net instead, without backlogs");
+                        t.unavailable.push(Unavailable::new("sockets", why));
+                    }
+                }
+            }
+            let tables = if tcp {
+                [("tcp", InetProtocol::Tcp), ("tcp6", InetProtocol::Tcp6)]
+            } else {
+                [("udp", InetProtocol::Udp), ("udp6", InetProtocol::Udp6)]
+            };
+            for (name, protocol) in tables {
+                t.load(&net.join(name), |b| parse::inet_table(b, protocol));
+            }
         }
         t.load(&net.join("unix"), parse::unix_table);
         t.load(&net.join("netlink"), parse::netlink_table);
-        if same_netns(pid_dir) {
-            match diag::listen_backlogs() {
-                Ok(b) => t.backlogs = Some(b),
-                Err(e) => t.unavailable.push(Unavailable::new("sockets.accept_backlog", format!("sock_diag: {e}"))),
-            }
-        }
         t
-    }
-
-    /// (connections waiting, backlog) of a listener, if sock_diag could be asked.
-    pub fn backlog(&self, inode: u64) -> Option<(u32, u32)> {
-        self.backlogs.as_ref()?.get(&inode).copied()
     }
 
     fn load(&mut self, path: &Path, parse: impl Fn(&[u8]) -> Result<Vec<(u64, SocketEntry)>, String>) {
@@ -58,6 +66,18 @@ impl SocketTables {
 
     pub fn get(&self, inode: u64) -> Option<&SocketEntry> {
         self.by_inode.get(&inode)
+    }
+
+    /// A listener's accept backlog, when the tables came from sock_diag.
+    pub fn backlog(&self, inode: u64) -> Option<u32> {
+        match self.get(inode)? {
+            SocketEntry::Inet { protocol, state: crate::model::TCP_LISTEN, tx_queue, .. }
+                if protocol.is_tcp() && self.has_backlogs =>
+            {
+                Some(*tx_queue)
+            }
+            _ => None,
+        }
     }
 
     pub fn len(&self) -> usize {
