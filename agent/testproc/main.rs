@@ -170,6 +170,7 @@ fn many(n: usize, owned: &mut Vec<Box<dyn std::any::Any>>) {
         let (s, _) = listener.accept().expect("accept");
         owned.push(Box::new((c, s)));
     }
+    owned.push(Box::new(listener));
 }
 
 /// MIB of anonymous memory, every page written.

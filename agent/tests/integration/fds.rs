@@ -267,3 +267,31 @@ mod races {
         }
     }
 }
+
+/// A process in a network namespace of its own: its sockets are resolved through
+/// its /proc/PID/net tables (sock_diag answers for the agent's namespace only).
+#[test]
+fn sockets_of_another_network_namespace_are_resolved_through_its_proc_tables() {
+    use osl_agent::{Agent, Roots};
+    use osl_proto::v1::{self, TcpState};
+    use std::process::Command;
+    if !crate::support::privileged("sockets_of_another_network_namespace_are_resolved_through_its_proc_tables") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_osl-testproc");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", "sh", "-c", &format!("ip link set lo up && exec {bin} many 40")]);
+    let child = crate::support::TestProc::start(cmd);
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(netns(&child.pid.to_string()), netns("self"), "the child has a namespace of its own");
+    let agent = Agent::new(&Roots::default());
+    let resp = agent.list_fds(v1::ListFdsRequest { pid: child.pid, ..Default::default() }).unwrap();
+    let sockets: Vec<&v1::Socket> = resp.fds.iter().filter_map(|f| f.socket.as_ref()).collect();
+    assert_eq!(sockets.len(), 12 + 6 + 1, "6 socketpairs, 3 connections (both ends), 1 listener");
+    assert!(sockets.iter().all(|s| !s.protocol.is_empty()), "every socket found in the namespace's tables");
+    let tcp = |state: TcpState| sockets.iter().filter(|s| s.protocol == "tcp" && s.tcp_state == state as i32).count();
+    assert_eq!((tcp(TcpState::Established), tcp(TcpState::Listen)), (6, 1));
+    let listener = sockets.iter().find(|s| s.tcp_state == TcpState::Listen as i32).unwrap();
+    assert_eq!(listener.accept_backlog, None, "/proc/net/tcp does not show a listener's backlog");
+    assert_eq!(listener.accept_queue, Some(0));
+}
