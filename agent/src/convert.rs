@@ -359,10 +359,12 @@ pub fn status_from(err: &AgentError) -> tonic::Status {
     use tonic::Status;
     let msg = err.to_string();
     match err {
-        AgentError::ProcessNotFound { .. } | AgentError::ProcessReused { .. } | AgentError::NothingMatches { .. } => {
-            Status::not_found(msg)
-        }
+        AgentError::ProcessNotFound { .. }
+        | AgentError::ProcessReused { .. }
+        | AgentError::NothingMatches { .. }
+        | AgentError::ReportNotFound { .. } => Status::not_found(msg),
         AgentError::InvalidArgument(_) => Status::invalid_argument(msg),
+        AgentError::WatcherOff => Status::failed_precondition(msg),
         AgentError::Read(ReadError::Denied { .. }) => Status::permission_denied(msg),
         AgentError::Read(ReadError::Gone { .. }) => Status::not_found(msg),
         AgentError::Read(ReadError::Parse { .. }) => Status::internal(msg),

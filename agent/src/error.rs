@@ -66,6 +66,10 @@ pub enum AgentError {
     ProcessReused { pid: i32, expected: u64, found: u64 },
     #[error("no process matches {filter}")]
     NothingMatches { filter: String },
+    #[error("no report {id}")]
+    ReportNotFound { id: String },
+    #[error("the pre-OOM watcher is off in this agent (started with --no-watch, or this is --local)")]
+    WatcherOff,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error(transparent)]

@@ -22,6 +22,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod trend;
+pub mod watch;
 
 pub use service::Agent;
 pub use snapshot::Roots;

@@ -1,12 +1,17 @@
 //! `osl-agent serve`: the in-pod agent.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use osl_agent::cgroup::CgroupReader;
+use osl_agent::proc::ProcReader;
 use osl_agent::trend::FdSampler;
+use osl_agent::watch::store::Store;
+use osl_agent::watch::{WatchConfig, Watcher};
 use osl_agent::{Agent, Roots, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{error, info, warn};
 
@@ -44,6 +49,33 @@ struct ServeArgs {
     /// How much fd-count history is kept per process.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "OSL_FD_HISTORY")]
     fd_history: Duration,
+    /// Where pre-OOM reports and post-mortems are written (an emptyDir in a pod).
+    #[arg(long, default_value = "/var/run/osl/reports", env = "OSL_REPORT_DIR")]
+    report_dir: PathBuf,
+    /// Keep at most this many reports…
+    #[arg(long, default_value_t = 50, env = "OSL_MAX_REPORTS")]
+    max_reports: usize,
+    /// …and at most this many bytes of them (the oldest go first).
+    #[arg(long, default_value_t = 64 << 20, env = "OSL_MAX_REPORT_BYTES")]
+    max_report_bytes: u64,
+    /// Do not watch containers for OOM.
+    #[arg(long, env = "OSL_NO_WATCH")]
+    no_watch: bool,
+    /// Working set (% of the limit) at which a pre-OOM report is written.
+    #[arg(long, default_value_t = 80.0, env = "OSL_PRE_OOM_WARN_PCT")]
+    pre_oom_warn_pct: f64,
+    /// A second report at this share, never held back by the cooldown.
+    #[arg(long, default_value_t = 90.0, env = "OSL_PRE_OOM_CRITICAL_PCT")]
+    pre_oom_critical_pct: f64,
+    /// Report when, at the growth rate, the limit is nearer than this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_PREDICT")]
+    pre_oom_predict: Duration,
+    /// How often containers' memory is polled (v1 eventfds wake the watcher sooner).
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_POLL")]
+    pre_oom_poll: Duration,
+    /// At most one pre-OOM report per container in this time.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_COOLDOWN")]
+    pre_oom_cooldown: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,7 +120,31 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let samples = (args.fd_history.as_millis() / args.fd_sample_interval.as_millis()).clamp(5, 10_000) as usize + 1;
     let sampler = FdSampler::new(args.fd_history, samples);
-    let agent = Arc::new(Agent::new(&roots).with_fd_sampler(sampler));
+    let mut agent = Agent::new(&roots).with_fd_sampler(sampler);
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    if args.no_watch {
+        info!("pre-OOM watcher off (--no-watch)");
+    } else {
+        let store = Arc::new(
+            Store::open(&args.report_dir, args.max_reports, args.max_report_bytes)
+                .map_err(|e| format!("cannot use the report directory {}: {e}", args.report_dir.display()))?,
+        );
+        let cfg = WatchConfig {
+            warn_pct: args.pre_oom_warn_pct,
+            critical_pct: args.pre_oom_critical_pct,
+            predict_within: args.pre_oom_predict,
+            poll: args.pre_oom_poll,
+            cooldown: args.pre_oom_cooldown,
+            ..WatchConfig::default()
+        };
+        let cgroups = CgroupReader::new(&roots.proc, roots.cgroup.clone())?;
+        let watcher = Watcher::new(ProcReader::new(&roots.proc), cgroups, store.clone(), cfg);
+        let stop = stop_watch.clone();
+        std::thread::Builder::new().name("pre-oom".into()).spawn(move || watcher.run(stop))?;
+        info!(dir = %args.report_dir.display(), "pre-OOM watcher on");
+        agent = agent.with_reports(store);
+    }
+    let agent = Arc::new(agent);
     let p = agent.privileges();
     info!(level = ?p.level, limitations = p.limitations.len(), "privileges probed");
     for l in &p.limitations {
@@ -100,6 +156,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     info!(listen = %listener.local_addr()?, "serving osl.v1.Diagnostics");
     tokio::spawn(server::sample_fds_every(agent.clone(), args.fd_sample_interval));
     server::serve(listener, agent, shutdown_signal()).await?;
+    stop_watch.store(true, Ordering::Relaxed);
     info!("stopped");
     Ok(())
 }

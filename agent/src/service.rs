@@ -9,6 +9,7 @@ use crate::probe::{Level, Privileges, probe};
 use crate::proc::ProcReader;
 use crate::snapshot::{Collector, Roots};
 use crate::trend::FdSampler;
+use crate::watch::store::Store;
 use osl_proto::v1;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,8 @@ pub struct Agent {
     started: Instant,
     /// The fd-count history, when the agent samples in the background (not `--local`).
     sampler: Option<Arc<FdSampler>>,
+    /// The pre-OOM reports, when the watcher runs.
+    reports: Option<Arc<Store>>,
 }
 
 impl Agent {
@@ -33,7 +36,28 @@ impl Agent {
             own: ProcReader::default(),
             started: Instant::now(),
             sampler: None,
+            reports: None,
         }
+    }
+
+    /// Serves the reports a watcher writes to `store`.
+    pub fn with_reports(mut self, store: Arc<Store>) -> Self {
+        self.reports = Some(store);
+        self
+    }
+
+    pub fn list_reports(&self, _req: v1::ListReportsRequest) -> Result<v1::ListReportsResponse> {
+        Ok(match &self.reports {
+            Some(store) => {
+                v1::ListReportsResponse { reports: store.list(), directory: store.dir().to_string_lossy().into_owned() }
+            }
+            None => v1::ListReportsResponse::default(),
+        })
+    }
+
+    pub fn get_report(&self, req: v1::GetReportRequest) -> Result<v1::GetReportResponse> {
+        let store = self.reports.as_ref().ok_or(AgentError::WatcherOff)?;
+        Ok(v1::GetReportResponse { report: Some(store.get(&req.id)?) })
     }
 
     /// Keeps an fd-count history for trends; [`Agent::sample_fds`] feeds it.
@@ -190,6 +214,19 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     async fn list_fds(&self, req: Request<v1::ListFdsRequest>) -> Result<Response<v1::ListFdsResponse>, Status> {
         let agent = self.agent.clone();
         blocking(move || agent.list_fds(req.into_inner())).await
+    }
+
+    async fn list_reports(
+        &self,
+        req: Request<v1::ListReportsRequest>,
+    ) -> Result<Response<v1::ListReportsResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.list_reports(req.into_inner())).await
+    }
+
+    async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.get_report(req.into_inner())).await
     }
 }
 

@@ -10,7 +10,8 @@
 //!                                   12% TCP connection ends (both ends of each connection)
 //!
 //! It prints `ready` (with `cow`: `ready PID…`) once its state is in place, then
-//! obeys stdin: `alloc MIB` touches more memory and answers `ok`; EOF ends it.
+//! obeys stdin: `alloc MIB` touches more memory and answers `ok`; `grow MIBPS`
+//! answers `ok` and then touches MIBPS MiB a second until it is killed; EOF ends it.
 //! Not part of the product: the agent image builds `--bin osl-agent` only.
 
 // fork(2) is the only way to make pages shared copy-on-write; it is used before
@@ -87,6 +88,16 @@ fn main() {
         if let Some(mib) = line.strip_prefix("alloc ").and_then(|m| m.trim().parse().ok()) {
             held.push(touch(mib));
             writeln!(out, "ok").and_then(|()| out.flush()).expect("stdout");
+        } else if let Some(rate) = line.strip_prefix("grow ").and_then(|m| m.trim().parse::<u64>().ok()) {
+            writeln!(out, "ok").and_then(|()| out.flush()).expect("stdout");
+            let every = std::time::Duration::from_micros(1_000_000 / rate.max(1));
+            let start = std::time::Instant::now();
+            for n in 1u32.. {
+                held.push(touch(1));
+                if let Some(wait) = (every * n).checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
         }
     }
     drop((held, files, owned));

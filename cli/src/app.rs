@@ -11,6 +11,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Diagnose(a) | Command::Mem(a) => &a.selection.target,
         Command::Ps(s) => &s.target,
         Command::Fds(f) => &f.target,
+        Command::Reports(r) => &r.split(cli.conn.agent.is_some() || cli.conn.local).0.cloned(),
     };
     if let Some(target) = target {
         return Err(CliError::Usage(format!(
@@ -21,6 +22,13 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     let mut backend = connect(&cli).await?;
     let view = render::View::detect(cli.output);
     match &cli.command {
+        Command::Reports(args) => {
+            match args.split(true).1 {
+                Some(id) => view.report(&backend.get_report(id.clone()).await?)?,
+                None => view.reports(&backend.list_reports().await?)?,
+            }
+            Ok(code::OK)
+        }
         Command::Fds(args) => {
             let req = v1::ListFdsRequest {
                 pid: args.pid,

@@ -71,6 +71,29 @@ pub enum Command {
     /// One process's file descriptors, like lsof: kind, target, sockets with their
     /// TCP state and endpoints; -o wide adds flags, offsets and fdinfo detail.
     Fds(FdsArgs),
+    /// Pre-OOM reports and post-mortems the agent wrote, newest first; with an id,
+    /// one report in full.
+    Reports(ReportsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    /// `[pod/NAME] [ID]`: the pod (needs Kubernetes support; with --agent or --local
+    /// there is none) and a report id from the list.
+    #[arg(num_args = 0..=2, value_name = "TARGET|ID")]
+    pub args: Vec<String>,
+}
+
+impl ReportsArgs {
+    /// (target, id). With an agent address a single argument is the id.
+    pub fn split(&self, have_agent: bool) -> (Option<&String>, Option<&String>) {
+        match self.args.as_slice() {
+            [one] if have_agent => (None, Some(one)),
+            [one] => (Some(one), None),
+            [target, id] => (Some(target), Some(id)),
+            _ => (None, None),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

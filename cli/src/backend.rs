@@ -59,6 +59,28 @@ impl Backend {
         }
     }
 
+    pub async fn list_reports(&mut self) -> Result<v1::ListReportsResponse, CliError> {
+        let req = v1::ListReportsRequest {};
+        match self {
+            Self::Remote { addr, client } => {
+                client.list_reports(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => local(agent, move |a| a.list_reports(req)).await,
+        }
+    }
+
+    pub async fn get_report(&mut self, id: String) -> Result<v1::GetReportResponse, CliError> {
+        let req = v1::GetReportRequest { id };
+        match self {
+            Self::Remote { addr, client } => {
+                client.get_report(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => local(agent, move |a| a.get_report(req)).await,
+        }
+    }
+
     pub async fn list_processes(
         &mut self,
         req: v1::ListProcessesRequest,

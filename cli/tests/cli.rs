@@ -274,3 +274,63 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
         .ok_or(())
 }
+
+/// Reports the watcher wrote are listed newest first, shown in full, and still
+/// there after the agent restarts.
+#[test]
+fn reports_are_listed_shown_and_survive_a_restart() {
+    use osl_agent::watch::store::Store;
+    use osl_proto::v1;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 10, 1 << 20).unwrap();
+    for (i, kind) in [v1::ReportKind::PreOom, v1::ReportKind::PostMortem].into_iter().enumerate() {
+        let id = format!("17000000000{i}-{}-3f2a9c0d1e5b", osl_proto::enum_names::report_kind::name_of(kind as i32));
+        let report = v1::Report {
+            id,
+            kind: kind as i32,
+            created_at_unix_ms: 1_700_000_000_000 + i as i64,
+            container_id: "3f2a9c0d1e5b".repeat(5) + "3f2a",
+            trigger: Some(v1::Trigger { event: "threshold".into(), usage_pct: 81.5, ..Default::default() }),
+            processes: vec![v1::ReportProcess {
+                pid: 42,
+                comm: "leaky".into(),
+                rss_bytes: Some(200 << 20),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.write(&report).unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for restart in 0..2 {
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let store = std::sync::Arc::new(Store::open(dir.path(), 10, 1 << 20).unwrap());
+        let agent = Arc::new(osl_agent::Agent::new(&osl_agent::Roots::default()).with_reports(store));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = rt.spawn(osl_agent::server::serve(listener, agent, async { rx.await.ok().unwrap_or(()) }));
+
+        let v = json(&osl(&["reports", "--agent", &addr, "-o", "json"]));
+        let ids: Vec<&str> = v["reports"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["170000000001-post_mortem-3f2a9c0d1e5b", "170000000000-pre_oom-3f2a9c0d1e5b"],
+            "restart {restart}"
+        );
+        assert_eq!(v["reports"][1]["kind"], "pre_oom");
+        let one = osl(&["reports", "--agent", &addr, "170000000000-pre_oom-3f2a9c0d1e5b"]);
+        let text = String::from_utf8(one.stdout).unwrap();
+        assert!(text.contains("report 170000000000-pre_oom-3f2a9c0d1e5b (pre_oom"), "{text}");
+        assert!(text.contains("leaky"), "{text}");
+        let missing = osl(&["reports", "--agent", &addr, "1-pre_oom-nope"]);
+        assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+        assert_eq!(stderr(&missing), "error: no report 1-pre_oom-nope\n");
+        assert_eq!(code(&osl(&["reports", "--agent", &addr, "../../etc/passwd"])), 2);
+
+        tx.send(()).unwrap();
+        rt.block_on(server).unwrap().unwrap();
+    }
+    let local = osl(&["reports", "--local"]);
+    assert_eq!(code(&local), 0);
+    assert!(String::from_utf8_lossy(&local.stdout).contains("watcher is off"));
+}

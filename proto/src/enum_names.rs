@@ -76,6 +76,7 @@ enum_names!(cgroup_version, crate::v1::CgroupVersion, "CGROUP_VERSION_");
 enum_names!(privilege_level, crate::v1::PrivilegeLevel, "PRIVILEGE_LEVEL_");
 enum_names!(fd_kind, crate::v1::FdKind, "FD_KIND_");
 enum_names!(tcp_state, crate::v1::TcpState, "TCP_STATE_");
+enum_names!(report_kind, crate::v1::ReportKind, "REPORT_KIND_");
 
 #[cfg(test)]
 mod tests {

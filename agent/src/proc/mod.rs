@@ -10,6 +10,17 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use std::path::{Path, PathBuf};
 
+/// A process as the pre-OOM watcher tracks it between captures.
+#[derive(Debug, Clone)]
+pub struct Brief {
+    pub pid: i32,
+    pub start_time_ticks: u64,
+    pub comm: Vec<u8>,
+    pub rss_bytes: u64,
+    pub kernel_thread: bool,
+    pub cgroups: Vec<crate::model::CgroupMembership>,
+}
+
 /// PF_KTHREAD in /proc/PID/stat `flags`.
 const PF_KTHREAD: u32 = 0x0020_0000;
 
@@ -114,6 +125,25 @@ impl ProcReader {
             r.smaps_rollup();
         }
         Ok(p)
+    }
+
+    /// What the pre-OOM watcher re-reads every few seconds: start time, RSS and
+    /// cgroups (two files).
+    pub fn read_brief(&self, pid: i32) -> Result<Brief, ReadError> {
+        let path = self.root.join(pid.to_string());
+        let dir = open_dir(&path)?;
+        let (comm, stat) = parse::parse_stat(&read_file_at(&dir, &path, "stat")?)
+            .map_err(|r| ReadError::parse(path.join("stat"), r))?;
+        let cgroup = read_file_at(&dir, &path, "cgroup")?;
+        let cgroups = parse::parse_cgroups(&cgroup).map_err(|r| ReadError::parse(path.join("cgroup"), r))?;
+        Ok(Brief {
+            pid,
+            start_time_ticks: stat.starttime,
+            comm,
+            rss_bytes: stat.rss.saturating_mul(rustix::param::page_size() as u64),
+            kernel_thread: stat.flags & PF_KTHREAD != 0,
+            cgroups,
+        })
     }
 
     /// The cheap sample the fd trend needs: (start time, open fds).

@@ -1,64 +1,8 @@
 //! Real cgroup v1 memory limits (root): limit, working set, findings, OOM kill.
 
-use crate::support::{MIB, TestProc, assert_within, collector, privileged};
+use crate::support::{MIB, TestProc, V1Cgroup, assert_within, collector, privileged};
 use osl_agent::model::{CgroupRoute, CgroupVersion, PressureSource, Severity};
-use std::path::{Path, PathBuf};
-
-const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
-
-/// A memory cgroup made for one test; its processes are killed and it is removed on drop.
-struct V1Cgroup {
-    dir: PathBuf,
-}
-
-impl V1Cgroup {
-    fn create(name: &str, limit_bytes: u64) -> Self {
-        let dir = Path::new(V1_MEMORY).join(format!("osl-test-{name}-{}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
-        Self { dir }
-    }
-
-    fn add(&self, pid: i32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file)).unwrap()
-    }
-
-    fn stat(&self, key: &str) -> u64 {
-        let stat = self.read("memory.stat");
-        let line = stat.lines().find(|l| l.split_whitespace().next() == Some(key)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    /// The kernel's own working set, as kubelet computes it from these files.
-    fn kernel_working_set(&self) -> u64 {
-        let usage: u64 = self.read("memory.usage_in_bytes").trim().parse().unwrap();
-        usage.saturating_sub(self.stat("total_inactive_file"))
-    }
-
-    fn path(&self) -> String {
-        format!("/{}", self.dir.file_name().unwrap().to_str().unwrap())
-    }
-}
-
-impl Drop for V1Cgroup {
-    fn drop(&mut self) {
-        for pid in
-            self.read("cgroup.procs").lines().filter_map(|l| l.parse().ok()).filter_map(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
+use std::path::Path;
 
 #[test]
 fn v1_limit_working_set_findings_and_oom_kill() {

@@ -6,5 +6,6 @@ mod cgroup_v2;
 mod fds;
 mod grpc;
 mod memory;
+mod pre_oom;
 mod races;
 mod support;

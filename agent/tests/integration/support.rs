@@ -2,6 +2,7 @@
 
 use osl_agent::snapshot::{Collector, Roots};
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 pub const MIB: u64 = 1024 * 1024;
@@ -186,3 +187,59 @@ Private_Clean:         0 kB\nPrivate_Dirty:    230000 kB\nReferenced:       2340
 KSM:                   0 kB\nLazyFree:              0 kB\nAnonHugePages:         0 kB\nShmemPmdMapped:        0 kB\n\
 FilePmdMapped:         0 kB\nShared_Hugetlb:        0 kB\nPrivate_Hugetlb:       0 kB\nSwap:                  0 kB\n\
 SwapPss:               0 kB\nLocked:                0 kB\n";
+
+const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
+
+/// A cgroup v1 memory cgroup made for one test; its processes are killed and it is removed on drop.
+pub struct V1Cgroup {
+    pub dir: PathBuf,
+}
+
+impl V1Cgroup {
+    pub fn create(name: &str, limit_bytes: u64) -> Self {
+        let dir = Path::new(V1_MEMORY).join(format!("osl-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
+        Self { dir }
+    }
+
+    pub fn add(&self, pid: i32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap()
+    }
+
+    pub fn stat(&self, key: &str) -> u64 {
+        let stat = self.read("memory.stat");
+        let line = stat.lines().find(|l| l.split_whitespace().next() == Some(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// The kernel's own working set, as kubelet computes it from these files.
+    pub fn kernel_working_set(&self) -> u64 {
+        let usage: u64 = self.read("memory.usage_in_bytes").trim().parse().unwrap();
+        usage.saturating_sub(self.stat("total_inactive_file"))
+    }
+
+    pub fn path(&self) -> String {
+        format!("/{}", self.dir.file_name().unwrap().to_str().unwrap())
+    }
+}
+
+impl Drop for V1Cgroup {
+    fn drop(&mut self) {
+        for pid in
+            self.read("cgroup.procs").lines().filter_map(|l| l.parse().ok()).filter_map(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! osl.v1 messages themselves, so the shape is the versioned contract).
 
 mod fds;
+mod reports;
 mod tables;
 mod units;
 
@@ -85,6 +86,24 @@ impl View {
         }
         let processes: Vec<v1::Process> = resp.process.iter().cloned().collect();
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &processes, None);
+        write(&out)
+    }
+
+    pub fn reports(&self, resp: &v1::ListReportsResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        write(&reports::list(resp, self.width))
+    }
+
+    pub fn report(&self, resp: &v1::GetReportResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        let Some(report) = &resp.report else { return write("") };
+        let mut out = String::new();
+        findings(&mut out, &report.findings);
+        out.push_str(&reports::detail(report, self.wide(), self.width));
         write(&out)
     }
 

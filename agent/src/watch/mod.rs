@@ -1,0 +1,498 @@
+//! The pre-OOM watcher. Every container the agent sees is polled cheaply (its
+//! cgroup's usage, `memory.stat` and OOM counter); on cgroup v1 the kernel also
+//! wakes the watcher through `cgroup.event_control` eventfds when usage crosses
+//! the thresholds and when the cgroup goes OOM, so a fast leak is caught between
+//! polls. A report is written when the working set crosses a threshold or, at its
+//! growth rate, will reach the limit soon; a post-mortem when `oom_kill` rises.
+//!
+//! The watcher only reads, but for one thing: registering the v1 notifications
+//! writes to the cgroup's `cgroup.event_control`, which changes nothing the
+//! container can see (and fails harmlessly on a read-only cgroupfs: then it polls).
+
+pub mod events;
+pub mod store;
+
+use crate::cgroup::{CgroupReader, files, working_set};
+use crate::convert;
+use crate::error::read_file;
+use crate::findings;
+use crate::model::{CgroupLocation, CgroupVersion, Container, Process};
+use crate::proc::{Brief, ProcReader};
+use osl_proto::v1;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::Store;
+
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Working set shares of the limit that trigger a report (each once, until
+    /// usage falls back below `warn_pct` - 5).
+    pub warn_pct: f64,
+    pub critical_pct: f64,
+    /// Report when, at the current growth rate, the limit is nearer than this.
+    pub predict_within: Duration,
+    /// Growth is measured over this window.
+    pub window: Duration,
+    pub poll: Duration,
+    /// How often processes are re-read and grouped into containers.
+    pub rescan: Duration,
+    /// At most one pre-OOM report per container in this time.
+    pub cooldown: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            warn_pct: 80.0,
+            critical_pct: 90.0,
+            predict_within: Duration::from_secs(10),
+            window: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
+            rescan: Duration::from_secs(5),
+            cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Prediction needs this share of the limit used at least (noise below).
+const PREDICT_FROM_PCT: f64 = 50.0;
+const HYSTERESIS_PCT: f64 = 5.0;
+
+#[derive(Debug)]
+pub struct Watcher {
+    procs: ProcReader,
+    cgroups: CgroupReader,
+    store: Arc<Store>,
+    cfg: WatchConfig,
+    containers: BTreeMap<String, Watched>,
+    last_rescan: Option<Instant>,
+}
+
+/// One container under watch.
+#[derive(Debug)]
+struct Watched {
+    container: Container,
+    members: Vec<Brief>,
+    samples: VecDeque<(Instant, u64)>,
+    fired_warn: bool,
+    fired_critical: bool,
+    fired_prediction: bool,
+    last_report: Option<(Instant, String)>,
+    last_processes: Vec<v1::ReportProcess>,
+    oom_kills: Option<u64>,
+    events: Option<events::V1Events>,
+}
+
+/// What a poll decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    Threshold,
+    Prediction { eta: Duration },
+}
+
+impl Watcher {
+    pub fn new(procs: ProcReader, cgroups: CgroupReader, store: Arc<Store>, cfg: WatchConfig) -> Self {
+        Self { procs, cgroups, store, cfg, containers: BTreeMap::new(), last_rescan: None }
+    }
+
+    /// Polls until `stop` is set.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            self.tick();
+            self.wait();
+        }
+    }
+
+    /// Sleeps one poll interval, or less if a v1 eventfd fires.
+    fn wait(&self) {
+        let fds: Vec<_> = self.containers.values().filter_map(|w| w.events.as_ref()).flat_map(|e| e.fds()).collect();
+        events::wait(&fds, self.cfg.poll);
+    }
+
+    /// One poll: rescan when due, then check every container.
+    pub fn tick(&mut self) {
+        if self.last_rescan.is_none_or(|t| t.elapsed() >= self.cfg.rescan) {
+            self.rescan();
+        }
+        let now = Instant::now();
+        let keys: Vec<String> = self.containers.keys().cloned().collect();
+        for key in keys {
+            self.check(&key, now);
+        }
+    }
+
+    /// Re-reads processes (stat and cgroup only) and groups them into containers.
+    pub fn rescan(&mut self) {
+        self.last_rescan = Some(Instant::now());
+        let Ok(pids) = self.procs.pids() else { return };
+        let mut groups: BTreeMap<String, Vec<Brief>> = BTreeMap::new();
+        for pid in pids {
+            let Ok(b) = self.procs.read_brief(pid) else { continue };
+            if b.kernel_thread {
+                continue;
+            }
+            let key =
+                Process { cgroups: b.cgroups.clone(), ..Default::default() }.container_cgroup().map(|m| m.path.clone());
+            if let Some(key) = key {
+                groups.entry(key).or_default().push(b);
+            }
+        }
+        self.containers.retain(|k, _| groups.contains_key(k));
+        for (key, members) in groups {
+            match self.containers.get_mut(&key) {
+                Some(w) => w.members = members,
+                None => {
+                    let first = &members[0];
+                    let container = self.cgroups.read_container(first.pid, &first.cgroups);
+                    let limited = container.memory.as_ref().is_some_and(|m| matches!(m.limit_bytes, Some(Some(_))));
+                    if !limited {
+                        continue; // nothing to run into
+                    }
+                    let events = self.arm(&container);
+                    let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
+                    self.containers.insert(
+                        key,
+                        Watched {
+                            container,
+                            members,
+                            samples: VecDeque::new(),
+                            fired_warn: false,
+                            fired_critical: false,
+                            fired_prediction: false,
+                            last_report: None,
+                            last_processes: Vec::new(),
+                            oom_kills,
+                            events,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// v1: eventfd notifications at the thresholds and on OOM.
+    fn arm(&self, c: &Container) -> Option<events::V1Events> {
+        let m = c.memory.as_ref()?;
+        let Some(Some(limit)) = m.limit_bytes else { return None };
+        if m.location.version != CgroupVersion::V1 {
+            return None;
+        }
+        let at = |pct: f64| (limit as f64 * pct / 100.0) as u64;
+        events::V1Events::register(&m.location.dir, &[at(self.cfg.warn_pct), at(self.cfg.critical_pct)]).ok()
+    }
+
+    fn check(&mut self, key: &str, now: Instant) {
+        let cfg = self.cfg.clone();
+        let Some(w) = self.containers.get_mut(key) else { return };
+        let woken = w.events.as_ref().is_some_and(events::V1Events::drain);
+        let Some(memory) = w.container.memory.clone() else { return };
+        let Some(Some(limit)) = memory.limit_bytes else { return };
+        let Some((ws, oom_kills)) = poll_memory(&memory.location) else { return };
+        w.samples.push_back((now, ws));
+        while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > cfg.window) {
+            w.samples.pop_front();
+        }
+        if let (Some(before), Some(after)) = (w.oom_kills, oom_kills)
+            && after > before
+        {
+            w.oom_kills = oom_kills;
+            self.post_mortem(key, ws, limit, after - before);
+            return;
+        }
+        w.oom_kills = oom_kills.or(w.oom_kills);
+        let decision = decide(w, now, ws, limit, &cfg);
+        if let Some(d) = decision {
+            let source = if woken { "eventfd" } else { "poll" };
+            self.pre_oom(key, ws, limit, d, source);
+        }
+    }
+
+    fn pre_oom(&mut self, key: &str, ws: u64, limit: u64, decision: Decision, source: &str) {
+        let started = Instant::now();
+        let Some(w) = self.containers.get_mut(key) else { return };
+        let growth = growth_per_sec(&w.samples);
+        let (event, eta) = match decision {
+            Decision::Threshold => {
+                ("threshold", (growth > 0.0).then(|| (limit.saturating_sub(ws) as f64 / growth) as u64))
+            }
+            Decision::Prediction { eta } => ("prediction", Some(eta.as_secs())),
+        };
+        let trigger = v1::Trigger {
+            event: event.into(),
+            source: source.into(),
+            working_set_bytes: Some(ws),
+            limit_bytes: Some(limit),
+            usage_pct: ws as f64 * 100.0 / limit as f64,
+            growth_bytes_per_sec: growth,
+            predicted_oom_in_msec: eta.map(|s| s.saturating_mul(1000)),
+        };
+        let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PreOom, trigger);
+        report.capture_usec = started.elapsed().as_micros() as u64;
+        if self.store.write(&report).is_ok() {
+            w.last_report = Some((Instant::now(), report.id.clone()));
+        }
+        w.last_processes = report.processes;
+    }
+
+    fn post_mortem(&mut self, key: &str, ws: u64, limit: u64, kills: u64) {
+        let started = Instant::now();
+        let Some(w) = self.containers.get_mut(key) else { return };
+        let trigger = v1::Trigger {
+            event: "oom_kill".into(),
+            source: "poll".into(),
+            working_set_bytes: Some(ws),
+            limit_bytes: Some(limit),
+            usage_pct: ws as f64 * 100.0 / limit as f64,
+            ..Default::default()
+        };
+        // The victims: what was there at the last capture (or rescan) and is gone.
+        let known: Vec<v1::ReportProcess> = if w.last_processes.is_empty() {
+            w.members.iter().map(brief_process).collect()
+        } else {
+            w.last_processes.clone()
+        };
+        let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PostMortem, trigger);
+        report.victims = known
+            .into_iter()
+            .filter(|p| self.procs.read_brief(p.pid).map_or(true, |b| b.start_time_ticks != p.start_time_ticks))
+            .collect();
+        report.previous_report_id = w.last_report.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+        report.unavailable.push(v1::Unavailable {
+            field: "oom_kill_events".into(),
+            reason: format!("rose by {kills} since the previous poll"),
+            path: String::new(),
+        });
+        report.capture_usec = started.elapsed().as_micros() as u64;
+        let _ = self.store.write(&report);
+        w.fired_warn = false;
+        w.fired_critical = false;
+        w.fired_prediction = false;
+    }
+}
+
+/// Whether this poll should write a pre-OOM report.
+pub fn decide_for(
+    samples: &VecDeque<(Instant, u64)>,
+    fired: (&mut bool, &mut bool, &mut bool),
+    last_report: Option<Instant>,
+    now: Instant,
+    ws: u64,
+    limit: u64,
+    cfg: &WatchConfig,
+) -> Option<Decision> {
+    let (warn, critical, prediction) = fired;
+    let pct = ws as f64 * 100.0 / limit as f64;
+    if pct < cfg.warn_pct - HYSTERESIS_PCT {
+        (*warn, *critical, *prediction) = (false, false, false);
+    }
+    let cooling = last_report.is_some_and(|t| now.duration_since(t) < cfg.cooldown);
+    if pct >= cfg.critical_pct && !*critical {
+        *critical = true;
+        *warn = true;
+        // The critical report is never held back: it is the last chance.
+        Some(Decision::Threshold)
+    } else if pct >= cfg.warn_pct && !*warn {
+        *warn = true;
+        (!cooling).then_some(Decision::Threshold)
+    } else if pct >= PREDICT_FROM_PCT && !*prediction && !*warn {
+        let growth = growth_per_sec(samples);
+        let eta = (growth > 0.0).then(|| Duration::from_secs_f64(limit.saturating_sub(ws) as f64 / growth));
+        match eta {
+            Some(eta) if eta < cfg.predict_within => {
+                *prediction = true;
+                (!cooling).then_some(Decision::Prediction { eta })
+            }
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
+
+fn decide(w: &mut Watched, now: Instant, ws: u64, limit: u64, cfg: &WatchConfig) -> Option<Decision> {
+    let last = w.last_report.as_ref().map(|(t, _)| *t);
+    decide_for(
+        &w.samples,
+        (&mut w.fired_warn, &mut w.fired_critical, &mut w.fired_prediction),
+        last,
+        now,
+        ws,
+        limit,
+        cfg,
+    )
+}
+
+/// Least-squares growth of the working set, bytes a second.
+pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
+    if samples.len() < 2 {
+        return 0.0;
+    }
+    let t0 = samples[0].0;
+    let xs: Vec<f64> = samples.iter().map(|(t, _)| t.duration_since(t0).as_secs_f64()).collect();
+    let n = xs.len() as f64;
+    let mx = xs.iter().sum::<f64>() / n;
+    let my = samples.iter().map(|(_, v)| *v as f64).sum::<f64>() / n;
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    if sxx <= 0.0 {
+        return 0.0;
+    }
+    xs.iter().zip(samples).map(|(x, (_, v))| (x - mx) * (*v as f64 - my)).sum::<f64>() / sxx
+}
+
+/// The cheap poll: working set and the OOM-kill counter.
+fn poll_memory(loc: &CgroupLocation) -> Option<(u64, Option<u64>)> {
+    let read = |name: &str| read_file(loc.dir.join(name)).ok();
+    let (usage, stat, inactive_key, oom) = match loc.version {
+        CgroupVersion::V1 => {
+            (read("memory.usage_in_bytes")?, read("memory.stat")?, "total_inactive_file", read("memory.oom_control"))
+        }
+        CgroupVersion::V2 => (read("memory.current")?, read("memory.stat")?, "inactive_file", read("memory.events")),
+    };
+    let usage = files::single_u64(&usage).ok()?;
+    let inactive = files::flat_keyed(&stat).ok()?.get(inactive_key).copied();
+    let oom_kills = oom.and_then(|b| files::flat_keyed(&b).ok()).and_then(|m| m.get("oom_kill").copied());
+    Some((working_set(Some(usage), inactive)?, oom_kills))
+}
+
+fn brief_process(b: &Brief) -> v1::ReportProcess {
+    v1::ReportProcess {
+        pid: b.pid,
+        start_time_ticks: b.start_time_ticks,
+        comm: osl_proto::text::escape(&b.comm),
+        rss_bytes: Some(b.rss_bytes),
+        ..Default::default()
+    }
+}
+
+/// Reads the container and its processes now; processes are ranked by RSS growth
+/// since the watcher last saw them.
+fn capture(
+    procs: &ProcReader,
+    cgroups: &CgroupReader,
+    w: &mut Watched,
+    kind: v1::ReportKind,
+    trigger: v1::Trigger,
+) -> v1::Report {
+    let before: HashMap<(i32, u64), u64> =
+        w.members.iter().map(|b| ((b.pid, b.start_time_ticks), b.rss_bytes)).collect();
+    let processes: Vec<Process> = w.members.iter().filter_map(|b| procs.read(b.pid).ok()).collect();
+    let mut container = match processes.first() {
+        Some(p) => cgroups.read_container(p.pid, &p.cgroups),
+        None => w.container.clone(),
+    };
+    container.pids = processes.iter().map(|p| p.pid).collect();
+    let found = findings::evaluate(&processes, std::slice::from_ref(&container));
+    let mut ranked: Vec<v1::ReportProcess> = processes
+        .iter()
+        .map(|p| {
+            let rss = p.memory.vm_rss_bytes;
+            let growth = rss.zip(before.get(&(p.pid, p.start_time_ticks))).map(|(now, was)| now as i64 - *was as i64);
+            v1::ReportProcess {
+                pid: p.pid,
+                start_time_ticks: p.start_time_ticks,
+                comm: osl_proto::text::escape(&p.comm),
+                cmdline: p.cmdline.iter().map(|a| osl_proto::text::escape(a)).collect(),
+                rss_bytes: rss,
+                anon_bytes: p.memory.rss_anon_bytes,
+                pss_bytes: p.memory.pss_bytes,
+                uss_bytes: p.memory.uss_bytes,
+                rss_growth_bytes: growth.or(rss.map(|r| r as i64)),
+                fds: p.fds.open,
+                threads: p.cpu.threads,
+            }
+        })
+        .collect();
+    ranked.sort_by_key(|p| std::cmp::Reverse(p.rss_growth_bytes.unwrap_or(i64::MIN)));
+    let created_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let who = container.id.as_deref().map_or_else(|| "host".to_string(), |id| id[..12.min(id.len())].to_string());
+    let kind_name = osl_proto::enum_names::report_kind::name_of(kind as i32);
+    let converted = convert::container(&container);
+    w.container = container;
+    v1::Report {
+        id: format!("{created_at_unix_ms}-{kind_name}-{who}"),
+        kind: kind as i32,
+        created_at_unix_ms,
+        capture_usec: 0,
+        container_id: converted.id.clone(),
+        cgroup_path: converted
+            .memory
+            .as_ref()
+            .and_then(|m| m.location.as_ref())
+            .map(|l| l.path.clone())
+            .unwrap_or_default(),
+        trigger: Some(trigger),
+        memory: converted.memory,
+        processes: ranked,
+        findings: convert::findings(&found),
+        victims: Vec::new(),
+        previous_report_id: String::new(),
+        unavailable: converted.unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> WatchConfig {
+        WatchConfig { cooldown: Duration::from_secs(60), predict_within: Duration::from_secs(10), ..Default::default() }
+    }
+
+    fn run(points: &[(u64, u64)], limit: u64) -> Vec<Option<Decision>> {
+        let t0 = Instant::now();
+        let mut samples = VecDeque::new();
+        let (mut w, mut c, mut p) = (false, false, false);
+        let mut last = None;
+        points
+            .iter()
+            .map(|&(ms, ws)| {
+                let now = t0 + Duration::from_millis(ms);
+                samples.push_back((now, ws));
+                let d = decide_for(&samples, (&mut w, &mut c, &mut p), last, now, ws, limit, &cfg());
+                if d.is_some() {
+                    last = Some(now);
+                }
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_fire_once_and_critical_is_never_held_back() {
+        let d = run(&[(0, 70), (1000, 81), (2000, 85), (3000, 91), (4000, 95)], 100);
+        assert_eq!(d, [None, Some(Decision::Threshold), None, Some(Decision::Threshold), None]);
+    }
+
+    #[test]
+    fn a_steady_container_at_70_percent_never_reports() {
+        let points: Vec<(u64, u64)> = (0..100).map(|i| (i * 250, 70)).collect();
+        assert!(run(&points, 100).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_fast_rise_is_predicted_before_the_threshold() {
+        // 5 units a second from 50: the limit is 10 s away at 50%.
+        let points: Vec<(u64, u64)> = (0..8).map(|i| (i * 1000, 40 + 5 * i)).collect();
+        let d = run(&points, 100);
+        let first = d.iter().position(Option::is_some).unwrap();
+        assert!(matches!(d[first], Some(Decision::Prediction { .. })), "{d:?}");
+        assert!(points[first].1 < 80, "before the warn threshold: {:?}", points[first]);
+    }
+
+    #[test]
+    fn cooldown_holds_back_a_second_warning_but_resets_after_a_drop() {
+        let d = run(&[(0, 85), (1000, 60), (2000, 85), (70_000, 60), (71_000, 85)], 100);
+        assert_eq!(d, [Some(Decision::Threshold), None, None, None, Some(Decision::Threshold)]);
+    }
+
+    #[test]
+    fn growth_is_a_least_squares_slope() {
+        let t0 = Instant::now();
+        let s: VecDeque<(Instant, u64)> =
+            (0..5).map(|i| (t0 + Duration::from_millis(500 * i), 1000 + 100 * i)).collect();
+        assert!((growth_per_sec(&s) - 200.0).abs() < 1e-6);
+        assert_eq!(growth_per_sec(&VecDeque::new()), 0.0);
+    }
+}

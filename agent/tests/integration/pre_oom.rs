@@ -1,0 +1,149 @@
+//! The pre-OOM watcher against real cgroup v1 memory limits (root): a fast leak is
+//! reported before the kernel kills it, every time, and the post-mortem names the
+//! victim; a slow leak is predicted; a steady container is left alone.
+
+use crate::support::{MIB, TestProc, V1Cgroup, privileged};
+use osl_agent::cgroup::CgroupReader;
+use osl_agent::proc::ProcReader;
+use osl_agent::watch::store::Store;
+use osl_agent::watch::{WatchConfig, Watcher};
+use osl_proto::v1::{self, ReportKind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    store: Arc<Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(cfg: WatchConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 100, 64 << 20).unwrap());
+        let cgroups = CgroupReader::new("/proc", None).unwrap();
+        let mut watcher = Watcher::new(ProcReader::default(), cgroups, store.clone(), cfg);
+        watcher.rescan();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = Some(std::thread::spawn(move || watcher.run(flag)));
+        Self { stop, thread, store, _dir: dir }
+    }
+
+    /// This test's reports: the watcher sees every cgroup on the machine, other
+    /// tests' included.
+    fn reports(&self, cg: &V1Cgroup, kind: ReportKind) -> Vec<v1::Report> {
+        let mut out: Vec<v1::Report> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|s| s.kind == kind as i32 && s.cgroup_path == cg.path())
+            .map(|s| self.store.get(&s.id).unwrap())
+            .collect();
+        out.reverse(); // oldest first
+        out
+    }
+
+    fn wait_for(&self, cg: &V1Cgroup, kind: ReportKind, within: Duration) -> Vec<v1::Report> {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.reports(cg, kind);
+            if !r.is_empty() || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn fast() -> WatchConfig {
+    WatchConfig { poll: Duration::from_millis(100), ..WatchConfig::default() }
+}
+
+#[test]
+fn a_200_mb_per_second_leak_is_reported_before_the_kill_every_time() {
+    if !privileged("a_200_mb_per_second_leak_is_reported_before_the_kill_every_time") {
+        return;
+    }
+    for run in 0..10 {
+        let cg = V1Cgroup::create(&format!("leak{run}"), 256 * MIB);
+        let bystander = TestProc::spawn(&["anon", "0"]);
+        let mut leaker = TestProc::spawn(&["anon", "0"]);
+        cg.add(bystander.pid);
+        cg.add(leaker.pid);
+        let watch = Running::start(fast());
+        assert_eq!(leaker.send("grow 200").as_deref(), Some("ok"));
+        let status = leaker.wait();
+        let died = SystemTime::now();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "run {run}: OOM-killed");
+
+        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(3));
+        let pre = watch.reports(&cg, ReportKind::PreOom);
+        assert!(!pre.is_empty(), "run {run}: no pre-OOM report");
+        let first = &pre[0];
+        let path = watch.store.dir().join(format!("{}.json", first.id));
+        let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(written <= died, "run {run}: the report was on disk before the kill was seen");
+        let top = &first.processes[0];
+        assert_eq!(top.pid, leaker.pid, "run {run}: the leaker is the top grower: {:?}", first.processes);
+        assert!(top.rss_bytes.unwrap() >= 100 * MIB, "run {run}: read while alive: {top:?}");
+        let m = first.memory.as_ref().unwrap();
+        assert_eq!(m.limit_bytes, Some(256 * MIB));
+        let t = first.trigger.as_ref().unwrap();
+        assert!(t.usage_pct >= 50.0 && t.usage_pct < 100.0, "{t:?}");
+        assert!(pre.iter().any(|r| r.trigger.as_ref().unwrap().usage_pct >= 80.0), "a threshold report too");
+
+        assert_eq!(post.len(), 1, "run {run}: one post-mortem");
+        let pm = &post[0];
+        assert_eq!(pm.victims.iter().map(|v| v.pid).collect::<Vec<_>>(), [leaker.pid], "run {run}");
+        assert_eq!(pm.memory.as_ref().unwrap().oom_kill_events, Some(1), "run {run}: exactly one kill");
+        assert_eq!(pm.previous_report_id, pre.last().unwrap().id, "run {run}: linked to the last report");
+        assert!(pm.processes.iter().any(|p| p.pid == bystander.pid));
+        drop(watch);
+        drop(bystander);
+    }
+}
+
+#[test]
+fn a_slow_leak_is_predicted_before_the_thresholds() {
+    if !privileged("a_slow_leak_is_predicted_before_the_thresholds") {
+        return;
+    }
+    let cg = V1Cgroup::create("slow", 64 * MIB);
+    let mut leaker = TestProc::spawn(&["anon", "0"]);
+    cg.add(leaker.pid);
+    let watch = Running::start(WatchConfig { window: Duration::from_secs(3), ..fast() });
+    assert_eq!(leaker.send("grow 5").as_deref(), Some("ok"));
+    let pre = watch.wait_for(&cg, ReportKind::PreOom, Duration::from_secs(15));
+    assert!(!pre.is_empty(), "no report within 15 s");
+    let t = pre[0].trigger.as_ref().unwrap();
+    assert_eq!(t.event, "prediction", "{t:?}");
+    assert!(t.usage_pct < 80.0, "before the warn threshold: {t:?}");
+    assert!((3.0 * MIB as f64..7.0 * MIB as f64).contains(&t.growth_bytes_per_sec), "about 5 MiB/s: {t:?}");
+    assert!(t.predicted_oom_in_msec.unwrap() <= 10_000);
+}
+
+#[test]
+fn a_steady_container_at_70_percent_gets_no_report() {
+    if !privileged("a_steady_container_at_70_percent_gets_no_report") {
+        return;
+    }
+    let cg = V1Cgroup::create("steady", 64 * MIB);
+    let mut steady = TestProc::spawn(&["anon", "0"]);
+    cg.add(steady.pid);
+    assert_eq!(steady.send("alloc 45").as_deref(), Some("ok"));
+    let watch = Running::start(fast());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(watch.reports(&cg, ReportKind::PreOom).is_empty(), "{:?}", watch.store.list());
+}

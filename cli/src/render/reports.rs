@@ -1,0 +1,109 @@
+//! Pre-OOM reports: the list, and one report.
+
+use super::tables::Grid;
+use super::units::{NONE, bytes, opt, short_id};
+use osl_proto::{enum_names, v1};
+
+fn when(unix_ms: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    format!("{} ago", super::units::age(now.saturating_sub(unix_ms).max(0) as u64))
+}
+
+fn container(id: &str, path: &str) -> String {
+    if id.is_empty() { path.to_string() } else { short_id(id).to_string() }
+}
+
+pub fn list(resp: &v1::ListReportsResponse, width: Option<u16>) -> String {
+    if resp.directory.is_empty() {
+        return "The agent's pre-OOM watcher is off: no reports.\n".into();
+    }
+    if resp.reports.is_empty() {
+        return format!("No reports yet (the agent keeps them in {}).\n", resp.directory);
+    }
+    let mut t = Grid::new(vec!["ID", "KIND", "AGE", "CONTAINER", "TRIGGER", "USE%"], &[5]);
+    for r in &resp.reports {
+        t.push(vec![
+            r.id.clone(),
+            enum_names::report_kind::name_of(r.kind),
+            when(r.created_at_unix_ms),
+            container(&r.container_id, &r.cgroup_path),
+            r.trigger_event.clone(),
+            format!("{:.1}%", r.usage_pct),
+        ]);
+    }
+    t.render(width) + "\n"
+}
+
+pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
+    let mut out = format!(
+        "report {} ({}, {}, captured in {:.1} ms)\ncontainer {}\n",
+        r.id,
+        enum_names::report_kind::name_of(r.kind),
+        when(r.created_at_unix_ms),
+        r.capture_usec as f64 / 1000.0,
+        container(&r.container_id, &r.cgroup_path)
+    );
+    if let Some(t) = &r.trigger {
+        let eta = t.predicted_oom_in_msec.map(|ms| format!(", limit in {:.1}s at this rate", ms as f64 / 1000.0));
+        out.push_str(&format!(
+            "trigger: {} ({}), working set {} of {} ({:.1}%), growing {}/s{}\n",
+            t.event,
+            t.source,
+            bytes(t.working_set_bytes),
+            bytes(t.limit_bytes),
+            t.usage_pct,
+            bytes(Some(t.growth_bytes_per_sec.max(0.0) as u64)),
+            eta.unwrap_or_default()
+        ));
+    }
+    if let Some(m) = &r.memory {
+        out.push_str(&format!(
+            "memory: anon {}, file {}, shmem {}, kernel {}; oom kills {}\n",
+            bytes(m.anon_bytes),
+            bytes(m.file_bytes),
+            bytes(m.shmem_bytes),
+            bytes(m.kernel_bytes),
+            opt(m.oom_kill_events)
+        ));
+    }
+    if !r.victims.is_empty() {
+        let v: Vec<String> =
+            r.victims.iter().map(|p| format!("{} ({}, rss {})", p.pid, p.comm, bytes(p.rss_bytes))).collect();
+        out.push_str(&format!("killed: {}\n", v.join(", ")));
+    }
+    if !r.previous_report_id.is_empty() {
+        out.push_str(&format!("previous report: {}\n", r.previous_report_id));
+    }
+    out.push('\n');
+    let mut t = Grid::new(
+        vec!["PID", "GROWTH", "RSS", "ANON", "PSS", "USS", "FDS", "THR", "COMMAND"],
+        &[0, 1, 2, 3, 4, 5, 6, 7],
+    );
+    for p in &r.processes {
+        let growth = p.rss_growth_bytes.map_or_else(
+            || NONE.to_string(),
+            |g| {
+                if g < 0 {
+                    format!("-{}", bytes(Some(g.unsigned_abs())))
+                } else {
+                    format!("+{}", bytes(Some(g as u64)))
+                }
+            },
+        );
+        let command = if p.cmdline.is_empty() || !wide { p.comm.clone() } else { p.cmdline.join(" ") };
+        t.push(vec![
+            p.pid.to_string(),
+            growth,
+            bytes(p.rss_bytes),
+            bytes(p.anon_bytes),
+            bytes(p.pss_bytes),
+            bytes(p.uss_bytes),
+            opt(p.fds),
+            opt(p.threads),
+            command,
+        ]);
+    }
+    out.push_str(&t.render(width));
+    out.push('\n');
+    out
+}
