@@ -95,6 +95,16 @@ fn a_200_mb_per_second_leak_is_reported_before_the_kill_every_time() {
         let path = watch.store.dir().join(format!("{}.json", first.id));
         let written = std::fs::metadata(&path).unwrap().modified().unwrap();
         assert!(written <= died, "run {run}: the report was on disk before the kill was seen");
+        let lead = died.duration_since(written).unwrap_or_default();
+        eprintln!(
+            "run {run}: first report at {:.1}% by {} ({}), captured in {} us, on disk {:?} before the death was seen; {} reports",
+            first.trigger.as_ref().unwrap().usage_pct,
+            first.trigger.as_ref().unwrap().event,
+            first.trigger.as_ref().unwrap().source,
+            first.capture_usec,
+            lead,
+            pre.len()
+        );
         let top = &first.processes[0];
         assert_eq!(top.pid, leaker.pid, "run {run}: the leaker is the top grower: {:?}", first.processes);
         assert!(top.rss_bytes.unwrap() >= 100 * MIB, "run {run}: read while alive: {top:?}");
