@@ -122,13 +122,19 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let sampler = FdSampler::new(args.fd_history, samples);
     let mut agent = Agent::new(&roots).with_fd_sampler(sampler);
     let stop_watch = Arc::new(AtomicBool::new(false));
-    if args.no_watch {
+    let store = if args.no_watch {
         info!("pre-OOM watcher off (--no-watch)");
+        None
     } else {
-        let store = Arc::new(
-            Store::open(&args.report_dir, args.max_reports, args.max_report_bytes)
-                .map_err(|e| format!("cannot use the report directory {}: {e}", args.report_dir.display()))?,
-        );
+        match Store::open(&args.report_dir, args.max_reports, args.max_report_bytes) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(e) => {
+                warn!(dir = %args.report_dir.display(), error = %e, "pre-OOM watcher off: cannot use the report directory (set --report-dir)");
+                None
+            }
+        }
+    };
+    if let Some(store) = store {
         let cfg = WatchConfig {
             warn_pct: args.pre_oom_warn_pct,
             critical_pct: args.pre_oom_critical_pct,
