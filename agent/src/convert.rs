@@ -354,6 +354,36 @@ pub fn fd_trend(t: &model::FdTrend) -> v1::FdTrend {
     }
 }
 
+fn most_first(m: &std::collections::BTreeMap<String, u32>) -> Vec<v1::Count> {
+    let mut v: Vec<v1::Count> =
+        m.iter().map(|(name, n)| v1::Count { name: name.clone(), count: u64::from(*n) }).collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+    v
+}
+
+fn thread_samples(tid: i32, comm: &[u8], t: &crate::blocked::Tally) -> v1::ThreadSamples {
+    v1::ThreadSamples {
+        tid,
+        comm: escape(comm),
+        samples: t.samples,
+        running: t.running,
+        by_syscall: most_first(&t.by_syscall),
+        by_wchan: most_first(&t.by_wchan),
+    }
+}
+
+pub fn blocked(s: &crate::blocked::Sampled, agent: v1::AgentInfo) -> v1::SampleBlockedResponse {
+    v1::SampleBlockedResponse {
+        agent: Some(agent),
+        samples: s.samples,
+        duration_msec: s.duration.as_millis() as u64,
+        total: Some(thread_samples(0, b"", &s.total)),
+        threads: s.threads.iter().map(|(tid, (comm, t))| thread_samples(*tid, comm, t)).collect(),
+        unavailable: unavailable_all(&s.unavailable),
+        exited: s.exited,
+    }
+}
+
 /// The one mapping from agent errors to gRPC status codes.
 pub fn status_from(err: &AgentError) -> tonic::Status {
     use tonic::Status;

@@ -7,6 +7,7 @@
 //! one conversion layer (`convert`) to the osl.v1 messages, and the gRPC
 //! `service` + `server`.
 
+pub mod blocked;
 pub mod cgroup;
 pub mod convert;
 pub mod decode;

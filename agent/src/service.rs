@@ -40,6 +40,28 @@ impl Agent {
         }
     }
 
+    /// Samples what each thread of a process is blocked in.
+    pub fn sample_blocked(&self, req: v1::SampleBlockedRequest) -> Result<v1::SampleBlockedResponse> {
+        const MAX_DURATION_MSEC: u32 = 60_000;
+        const MAX_RATE_HZ: u32 = 1000;
+        let duration = if req.duration_msec == 0 { 2000 } else { req.duration_msec };
+        let rate = if req.rate_hz == 0 { 100 } else { req.rate_hz };
+        if duration > MAX_DURATION_MSEC || rate > MAX_RATE_HZ {
+            return Err(AgentError::InvalidArgument(format!(
+                "sampling is capped at {MAX_DURATION_MSEC} ms and {MAX_RATE_HZ} Hz (asked {duration} ms at {rate} Hz)"
+            )));
+        }
+        let p = self.collector.process(req.pid, req.start_time_ticks)?;
+        let dir = self.collector.proc_reader().root().join(p.pid.to_string());
+        let sampled = crate::blocked::sample(&dir, std::time::Duration::from_millis(duration.into()), rate).map_err(
+            |e| match e {
+                crate::error::ReadError::Gone { .. } => AgentError::ProcessNotFound { pid: req.pid },
+                e => e.into(),
+            },
+        )?;
+        Ok(convert::blocked(&sampled, self.info()))
+    }
+
     /// Serves the reports a watcher writes to `store`.
     pub fn with_reports(mut self, store: Arc<Store>) -> Self {
         self.reports = Some(store);
@@ -222,6 +244,14 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     ) -> Result<Response<v1::ListReportsResponse>, Status> {
         let agent = self.agent.clone();
         blocking(move || agent.list_reports(req.into_inner())).await
+    }
+
+    async fn sample_blocked(
+        &self,
+        req: Request<v1::SampleBlockedRequest>,
+    ) -> Result<Response<v1::SampleBlockedResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || agent.sample_blocked(req.into_inner())).await
     }
 
     async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {

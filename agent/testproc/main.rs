@@ -6,6 +6,8 @@
 //!   osl-testproc kinds PORT DIR     one fd of every common kind (see `kinds`); TCP to 127.0.0.1:PORT
 //!   osl-testproc leak MS NOFILE     open a UDP socket every MS milliseconds, forever
 //!   osl-testproc churn              open and close files as fast as it can, forever
+//!   osl-testproc blockers           threads named reader, locker and sleeper blocked in
+//!                                   read(2) on a pipe, futex(2) on a held mutex and a sleep
 //!   osl-testproc many N             hold N fds: 35% files, 30% socketpair ends, 23% pipe ends,
 //!                                   12% TCP connection ends (both ends of each connection)
 //!
@@ -79,6 +81,7 @@ fn main() {
             });
         }
         Some("many") => many(num(1), &mut owned),
+        Some("blockers") => blockers(&mut owned),
         _ => usage(),
     }
     let mut out = std::io::stdout().lock();
@@ -101,6 +104,31 @@ fn main() {
         }
     }
     drop((held, files, owned));
+}
+
+/// Three threads blocked where the blocked-on sampler must find them. The mutex
+/// stays locked by this (main) thread for the process's life.
+fn blockers(owned: &mut Vec<Box<dyn std::any::Any>>) {
+    use std::io::Read;
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new().name(name.into()).spawn(f).expect("thread")
+    };
+    spawn(
+        "reader",
+        Box::new(move || {
+            let mut buf = [0u8; 1];
+            let _ = reader.read(&mut buf);
+        }),
+    );
+    let lock: &'static std::sync::Mutex<()> = Box::leak(Box::new(std::sync::Mutex::new(())));
+    let guard = lock.lock().expect("lock");
+    spawn("locker", Box::new(move || drop(lock.lock())));
+    spawn("sleeper", Box::new(|| std::thread::sleep(std::time::Duration::from_secs(3600))));
+    std::mem::forget(guard);
+    owned.push(Box::new(writer));
+    // Let the threads reach their blocking calls.
+    std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
 fn set_nofile(limit: u64) {

@@ -11,6 +11,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Diagnose(a) | Command::Mem(a) => &a.selection.target,
         Command::Ps(s) => &s.target,
         Command::Fds(f) => &f.target,
+        Command::Blocked(b) => &b.target,
         Command::Reports(r) => &r.split(cli.conn.agent.is_some() || cli.conn.local).0.cloned(),
     };
     if let Some(target) = target {
@@ -22,6 +23,16 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     let mut backend = connect(&cli).await?;
     let view = render::View::detect(cli.output);
     match &cli.command {
+        Command::Blocked(args) => {
+            let req = v1::SampleBlockedRequest {
+                pid: args.pid,
+                start_time_ticks: None,
+                duration_msec: u32::try_from(args.duration.as_millis()).unwrap_or(u32::MAX),
+                rate_hz: args.rate,
+            };
+            view.blocked(&backend.sample_blocked(req).await?)?;
+            Ok(code::OK)
+        }
         Command::Reports(args) => {
             match args.split(true).1 {
                 Some(id) => view.report(&backend.get_report(id.clone()).await?)?,

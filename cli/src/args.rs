@@ -74,6 +74,23 @@ pub enum Command {
     /// Pre-OOM reports and post-mortems the agent wrote, newest first; with an id,
     /// one report in full.
     Reports(ReportsArgs),
+    /// What each thread of a process is waiting in right now, sampled from /proc
+    /// (no stops, near-zero cost): running, or which syscall and kernel function.
+    Blocked(BlockedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BlockedArgs {
+    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    pub target: Option<String>,
+    #[arg(long)]
+    pub pid: i32,
+    /// How long to sample (at most 60s).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Samples a second (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub rate: u32,
 }
 
 #[derive(Debug, Args)]

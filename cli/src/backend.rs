@@ -59,6 +59,19 @@ impl Backend {
         }
     }
 
+    pub async fn sample_blocked(
+        &mut self,
+        req: v1::SampleBlockedRequest,
+    ) -> Result<v1::SampleBlockedResponse, CliError> {
+        match self {
+            Self::Remote { addr, client } => {
+                client.sample_blocked(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => local(agent, move |a| a.sample_blocked(req)).await,
+        }
+    }
+
     pub async fn list_reports(&mut self) -> Result<v1::ListReportsResponse, CliError> {
         let req = v1::ListReportsRequest {};
         match self {

@@ -18,6 +18,8 @@ pub struct Brief {
     pub comm: Vec<u8>,
     pub rss_bytes: u64,
     pub kernel_thread: bool,
+    /// Exited, not yet reaped (a zombie): an OOM victim its parent has not waited for.
+    pub dead: bool,
     pub cgroups: Vec<crate::model::CgroupMembership>,
 }
 
@@ -142,6 +144,7 @@ impl ProcReader {
             comm,
             rss_bytes: stat.rss.saturating_mul(rustix::param::page_size() as u64),
             kernel_thread: stat.flags & PF_KTHREAD != 0,
+            dead: matches!(stat.state, 'Z' | 'X' | 'x') && stat.num_threads <= 1,
             cgroups,
         })
     }

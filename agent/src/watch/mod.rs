@@ -56,6 +56,9 @@ impl Default for WatchConfig {
     }
 }
 
+/// How long a post-mortem waits for the OOM victim to finish exiting.
+const VICTIM_WAIT: Duration = Duration::from_secs(1);
+
 /// Prediction needs this share of the limit used at least (noise below).
 const PREDICT_FROM_PCT: f64 = 50.0;
 const HYSTERESIS_PCT: f64 = 5.0;
@@ -253,11 +256,22 @@ impl Watcher {
         } else {
             w.last_processes.clone()
         };
+        // The counter rises when the killer picks its victim, which may still be
+        // exiting: give it a moment to go.
+        let procs = &self.procs;
+        let gone = |p: &v1::ReportProcess| {
+            procs.read_brief(p.pid).map_or(true, |b| b.dead || b.start_time_ticks != p.start_time_ticks)
+        };
+        let deadline = Instant::now() + VICTIM_WAIT;
+        let victims = loop {
+            let victims: Vec<v1::ReportProcess> = known.iter().filter(|p| gone(p)).cloned().collect();
+            if !victims.is_empty() || Instant::now() >= deadline {
+                break victims;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PostMortem, trigger);
-        report.victims = known
-            .into_iter()
-            .filter(|p| self.procs.read_brief(p.pid).map_or(true, |b| b.start_time_ticks != p.start_time_ticks))
-            .collect();
+        report.victims = victims;
         report.previous_report_id = w.last_report.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
         report.unavailable.push(v1::Unavailable {
             field: "oom_kill_events".into(),

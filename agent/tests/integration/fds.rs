@@ -295,3 +295,50 @@ fn sockets_of_another_network_namespace_are_resolved_through_its_proc_tables() {
     assert_eq!(listener.accept_backlog, None, "/proc/net/tcp does not show a listener's backlog");
     assert_eq!(listener.accept_queue, Some(0));
 }
+
+mod blocked {
+    use crate::support::TestProc;
+    use osl_agent::{Agent, Roots};
+    use osl_proto::v1;
+
+    #[test]
+    fn each_thread_is_found_in_the_syscall_it_blocks_in() {
+        let child = TestProc::spawn(&["blockers"]);
+        let agent = Agent::new(&Roots::default());
+        let req = v1::SampleBlockedRequest { pid: child.pid, duration_msec: 500, rate_hz: 100, ..Default::default() };
+        let resp = agent.sample_blocked(req).unwrap();
+        assert!((40..=51).contains(&resp.samples), "about 50 samples: {}", resp.samples);
+        let thread = |comm: &str| {
+            resp.threads.iter().find(|t| t.comm == comm).unwrap_or_else(|| panic!("{comm}: {:?}", resp.threads))
+        };
+        for (comm, syscall) in [("reader", "read"), ("locker", "futex"), ("sleeper", "clock_nanosleep")] {
+            let t = thread(comm);
+            let top = &t.by_syscall[0];
+            assert_eq!(top.name, syscall, "{comm}: {t:?}");
+            assert!(top.count * 100 >= u64::from(t.samples) * 95, "{comm} in {syscall} nearly always: {t:?}");
+            assert!(!t.by_wchan.is_empty() || comm == "locker", "{comm} has a wchan: {t:?}");
+        }
+        // The main thread waits on stdin: read too.
+        let total = resp.total.unwrap();
+        assert_eq!(
+            total.by_syscall.iter().find(|c| c.name == "read").map(|c| c.count),
+            Some(2 * u64::from(resp.samples))
+        );
+        let too_long = v1::SampleBlockedRequest { pid: child.pid, duration_msec: 600_000, ..Default::default() };
+        assert!(matches!(agent.sample_blocked(too_long), Err(osl_agent::error::AgentError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn a_process_that_exits_while_sampled_keeps_its_samples() {
+        let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let agent = Agent::new(&Roots::default());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let req =
+            v1::SampleBlockedRequest { pid: child.id() as i32, duration_msec: 2000, rate_hz: 50, ..Default::default() };
+        let resp = agent.sample_blocked(req).unwrap();
+        child.wait().unwrap();
+        assert!(resp.exited, "{resp:?}");
+        assert!(resp.samples > 3 && resp.samples < 30, "sampled until the exit, not for 2 s: {}", resp.samples);
+        assert_eq!(resp.threads[0].by_syscall[0].name, "clock_nanosleep");
+    }
+}

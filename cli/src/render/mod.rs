@@ -89,6 +89,45 @@ impl View {
         write(&out)
     }
 
+    pub fn blocked(&self, resp: &v1::SampleBlockedResponse) -> Result<(), CliError> {
+        if let Some(r) = self.structured(resp) {
+            return r;
+        }
+        let mut out = format!(
+            "{} samples over {:.1}s{}\n\n",
+            resp.samples,
+            resp.duration_msec as f64 / 1000.0,
+            if resp.exited { " (the process exited)" } else { "" }
+        );
+        let mut t = tables::Grid::new(vec!["TID", "COMM", "RUNNING", "BLOCKED IN", "WAITING IN (wchan)"], &[0, 2]);
+        let share = |n: u64, of: u32| {
+            if of == 0 { "-".to_string() } else { format!("{:.0}%", n as f64 * 100.0 / f64::from(of)) }
+        };
+        let top = |c: &[v1::Count], of: u32, n: usize| {
+            let items: Vec<String> = c.iter().take(n).map(|c| format!("{} {}", c.name, share(c.count, of))).collect();
+            if items.is_empty() { "-".to_string() } else { items.join(", ") }
+        };
+        let n = if self.wide() { usize::MAX } else { 3 };
+        let rows = resp
+            .total
+            .iter()
+            .map(|t| ("all".to_string(), t))
+            .chain(resp.threads.iter().map(|t| (t.tid.to_string(), t)));
+        for (tid, s) in rows {
+            t.push(vec![
+                tid,
+                s.comm.clone(),
+                share(u64::from(s.running), s.samples),
+                top(&s.by_syscall, s.samples, n),
+                top(&s.by_wchan, s.samples, n),
+            ]);
+        }
+        out.push_str(&t.render(self.width));
+        out.push('\n');
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &[], None);
+        write(&out)
+    }
+
     pub fn reports(&self, resp: &v1::ListReportsResponse) -> Result<(), CliError> {
         if let Some(r) = self.structured(resp) {
             return r;

@@ -1,0 +1,199 @@
+//! The blocked-on sampler: what every thread of a process is doing, from
+//! /proc/PID/task/TID/{stat,syscall,wchan} read at a rate for a while. Nothing
+//! stops the target (unlike ptrace); each sample costs three small reads a thread.
+//! /proc/PID/task/TID/syscall needs ptrace access (PTRACE_MODE_ATTACH): without it
+//! only running/sleeping and wchan are known.
+
+use crate::error::{ReadError, open_dir, read_file_at};
+use crate::model::Unavailable;
+use crate::proc::parse::parse_stat;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How many samples fell in each bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub samples: u32,
+    pub running: u32,
+    pub by_syscall: BTreeMap<String, u32>,
+    pub by_wchan: BTreeMap<String, u32>,
+}
+
+impl Tally {
+    fn add(&mut self, s: &ThreadState) {
+        self.samples += 1;
+        match &s.syscall {
+            None => self.running += 1,
+            Some(name) => *self.by_syscall.entry(name.clone()).or_default() += 1,
+        }
+        if let Some(w) = &s.wchan {
+            *self.by_wchan.entry(w.clone()).or_default() += 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Sampled {
+    pub samples: u32,
+    pub duration: Duration,
+    pub total: Tally,
+    /// tid → (comm, tally)
+    pub threads: BTreeMap<i32, (Vec<u8>, Tally)>,
+    pub unavailable: Vec<Unavailable>,
+    pub exited: bool,
+}
+
+/// One thread at one instant. `syscall: None` is running (or runnable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ThreadState {
+    comm: Vec<u8>,
+    syscall: Option<String>,
+    wchan: Option<String>,
+}
+
+pub const NOT_IN_SYSCALL: &str = "(in kernel, not in a syscall)";
+const SLEEPING_UNKNOWN: &str = "(blocked; syscall unknown without ptrace access)";
+
+/// Samples the process at `pid_dir` `rate_hz` times a second for `duration`.
+pub fn sample(pid_dir: &Path, duration: Duration, rate_hz: u32) -> Result<Sampled, ReadError> {
+    let dir = open_dir(pid_dir)?;
+    let task_path = pid_dir.join("task");
+    let every = Duration::from_secs(1) / rate_hz.max(1);
+    let start = Instant::now();
+    let mut out = Sampled::default();
+    let mut denied: HashMap<&'static str, ReadError> = HashMap::new();
+    for n in 0u32.. {
+        let tids = match list_tasks(&dir, &task_path) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) | Err(ReadError::Gone { .. }) if n > 0 => {
+                out.exited = true;
+                break;
+            }
+            Ok(_) => return Err(ReadError::Gone { path: task_path }),
+            Err(e) => return Err(e),
+        };
+        let mut alive = 0;
+        for tid in tids {
+            let Some(state) = thread_state(&dir, pid_dir, tid, &mut denied) else { continue };
+            alive += 1;
+            out.total.add(&state);
+            let entry = out.threads.entry(tid).or_insert_with(|| (state.comm.clone(), Tally::default()));
+            entry.1.add(&state);
+        }
+        if alive == 0 && n > 0 {
+            out.exited = true;
+            break;
+        }
+        out.samples += 1;
+        let next = every * (n + 1);
+        if next >= duration {
+            break;
+        }
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    out.duration = start.elapsed();
+    out.unavailable = denied
+        .into_iter()
+        .map(|(field, e)| {
+            let mut u = Unavailable::from_read(field, &e);
+            u.reason = format!("{} (ptrace access to the process is needed: CAP_SYS_PTRACE)", u.reason);
+            u
+        })
+        .collect();
+    Ok(out)
+}
+
+fn list_tasks(dir: &rustix::fd::OwnedFd, task_path: &Path) -> Result<Vec<i32>, ReadError> {
+    use rustix::fs::{Mode, OFlags};
+    let err = |e: rustix::io::Errno| ReadError::from_io(task_path, e.into());
+    let fd = rustix::fs::openat(dir, "task", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(err)?;
+    let entries = rustix::fs::Dir::read_from(&fd).map_err(err)?;
+    Ok(entries.filter_map(Result::ok).filter_map(|e| e.file_name().to_str().ok()?.parse().ok()).collect())
+}
+
+/// One thread now; `None` if it is gone.
+fn thread_state(
+    dir: &rustix::fd::OwnedFd,
+    pid_dir: &Path,
+    tid: i32,
+    denied: &mut HashMap<&'static str, ReadError>,
+) -> Option<ThreadState> {
+    let base = format!("task/{tid}");
+    let stat = read_file_at(dir, pid_dir, &format!("{base}/stat")).ok()?;
+    let (comm, stat) = parse_stat(&stat).ok()?;
+    if matches!(stat.state, 'Z' | 'X' | 'x') {
+        return None; // exited, not yet reaped
+    }
+    let running = stat.state == 'R';
+    let syscall = if running {
+        None
+    } else {
+        match read_file_at(dir, pid_dir, &format!("{base}/syscall")) {
+            Ok(text) => syscall_of(&text),
+            Err(e @ ReadError::Denied { .. }) => {
+                denied.entry("syscall").or_insert(e);
+                Some(SLEEPING_UNKNOWN.to_string())
+            }
+            Err(_) => return None,
+        }
+    };
+    let wchan = match read_file_at(dir, pid_dir, &format!("{base}/wchan")) {
+        Ok(w) => wchan_of(&w),
+        Err(e @ ReadError::Denied { .. }) => {
+            denied.entry("wchan").or_insert(e);
+            None
+        }
+        Err(_) => None,
+    };
+    Some(ThreadState { comm, syscall, wchan })
+}
+
+/// /proc/PID/task/TID/syscall: "running", "-1 sp pc" (blocked, not in a syscall),
+/// or "NR arg1 … arg6 sp pc". `None` is running.
+fn syscall_of(text: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(text);
+    let first = text.split_whitespace().next()?;
+    match first {
+        "running" => None,
+        "-1" => Some(NOT_IN_SYSCALL.to_string()),
+        n => Some(n.parse::<usize>().map_or_else(|_| format!("syscall {n}"), syscall_name)),
+    }
+}
+
+/// The syscall's name on this machine's architecture, as strace prints it.
+pub fn syscall_name(nr: usize) -> String {
+    syscalls::Sysno::new(nr).map_or_else(|| format!("syscall_{nr:#x}"), |s| s.name().to_string())
+}
+
+fn wchan_of(text: &[u8]) -> Option<String> {
+    let w = String::from_utf8_lossy(text).trim().to_string();
+    (!w.is_empty() && w != "0").then_some(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(syscall_of(b"running\n"), None);
+        assert_eq!(syscall_of(b"-1 0x7ffd 0x7f00\n").as_deref(), Some(NOT_IN_SYSCALL));
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(syscall_of(b"0 0x3 0x7ffd 0x1 0x0 0x0 0x0 0x7ffd 0x7f00\n").as_deref(), Some("read"));
+            assert_eq!(syscall_of(b"202 0x1 0x80 0x2 0x0 0x0 0x0 0x7ffd 0x7f00\n").as_deref(), Some("futex"));
+        }
+        assert_eq!(syscall_name(99999), "syscall_0x1869f");
+        assert_eq!(syscall_of(b"").as_deref(), None);
+    }
+
+    #[test]
+    fn wchan_lines() {
+        assert_eq!(wchan_of(b"0").as_deref(), None);
+        assert_eq!(wchan_of(b"pipe_read").as_deref(), Some("pipe_read"));
+    }
+}
