@@ -16,6 +16,7 @@ pub mod fds;
 pub mod findings;
 pub mod model;
 pub mod net;
+pub mod par;
 pub mod probe;
 pub mod proc;
 pub mod redact;

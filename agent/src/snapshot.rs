@@ -62,7 +62,7 @@ impl Collector {
         pids.dedup();
         let mut processes = Vec::with_capacity(pids.len());
         let mut first_error = None;
-        for (pid, result) in self.read_all(&pids) {
+        for (pid, result) in self.procs.read_many(&pids) {
             match result {
                 Ok(p) => processes.push(p),
                 // Gone before its first read: it exited, or never was (a pid asked for).
@@ -90,26 +90,6 @@ impl Collector {
             });
         }
         Ok((processes, unavailable))
-    }
-
-    /// Reads processes on up to [`MAX_READERS`] threads (each read is a handful
-    /// of small blocking syscalls), keeping the pids' order.
-    fn read_all(&self, pids: &[i32]) -> Vec<(i32, Result<Process, ReadError>)> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_READERS);
-        if threads < 2 || pids.len() < 2 * MIN_PER_READER {
-            return pids.iter().map(|&pid| (pid, self.procs.read(pid))).collect();
-        }
-        let chunk = pids.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = pids
-                .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().map(|&pid| (pid, self.procs.read(pid))).collect::<Vec<_>>()))
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
     }
 
     /// One process; with `start_time_ticks`, only if it is still that process.

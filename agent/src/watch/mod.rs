@@ -391,7 +391,8 @@ fn capture(
 ) -> v1::Report {
     let before: HashMap<(i32, u64), u64> =
         w.members.iter().map(|b| ((b.pid, b.start_time_ticks), b.rss_bytes)).collect();
-    let processes: Vec<Process> = w.members.iter().filter_map(|b| procs.read(b.pid).ok()).collect();
+    let pids: Vec<i32> = w.members.iter().map(|b| b.pid).collect();
+    let processes: Vec<Process> = procs.read_many(&pids).into_iter().filter_map(|(_, p)| p.ok()).collect();
     let mut container = match processes.first() {
         Some(p) => cgroups.read_container(p.pid, &p.cgroups),
         None => w.container.clone(),
