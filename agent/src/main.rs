@@ -76,6 +76,9 @@ struct ServeArgs {
     /// At most one pre-OOM report per container in this time.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_COOLDOWN")]
     pre_oom_cooldown: Duration,
+    /// The PSI trigger registered on cgroup v2 memory.pressure ("some|full STALL_US WINDOW_US").
+    #[arg(long, default_value = "some 200000 2000000", env = "OSL_PRE_OOM_PSI_TRIGGER")]
+    pre_oom_psi_trigger: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,6 +144,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             predict_within: args.pre_oom_predict,
             poll: args.pre_oom_poll,
             cooldown: args.pre_oom_cooldown,
+            psi_trigger: args.pre_oom_psi_trigger.clone(),
             ..WatchConfig::default()
         };
         let cgroups = CgroupReader::new(&roots.proc, roots.cgroup.clone())?;

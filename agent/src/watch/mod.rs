@@ -1,13 +1,14 @@
 //! The pre-OOM watcher. Every container the agent sees is polled cheaply (its
-//! cgroup's usage, `memory.stat` and OOM counter); on cgroup v1 the kernel also
-//! wakes the watcher through `cgroup.event_control` eventfds when usage crosses
-//! the thresholds and when the cgroup goes OOM, so a fast leak is caught between
-//! polls. A report is written when the working set crosses a threshold or, at its
+//! cgroup's usage, `memory.stat` and OOM counter), and the kernel wakes the watcher
+//! between polls where it can: on cgroup v1 through `cgroup.event_control` eventfds
+//! when usage crosses the thresholds and when the cgroup goes OOM, on v2 through a
+//! PSI trigger on `memory.pressure` and changes of `memory.events`. A report is written when the working set crosses a threshold or, at its
 //! growth rate, will reach the limit soon; a post-mortem when `oom_kill` rises.
 //!
-//! The watcher only reads, but for one thing: registering the v1 notifications
-//! writes to the cgroup's `cgroup.event_control`, which changes nothing the
-//! container can see (and fails harmlessly on a read-only cgroupfs: then it polls).
+//! The watcher only reads, but for one thing: registering the notifications writes
+//! to the cgroup's `cgroup.event_control` (v1) or `memory.pressure` (v2), which
+//! changes nothing the container can see (and fails harmlessly on a read-only
+//! cgroupfs: then it polls).
 
 pub mod events;
 pub mod store;
@@ -40,6 +41,8 @@ pub struct WatchConfig {
     pub rescan: Duration,
     /// At most one pre-OOM report per container in this time.
     pub cooldown: Duration,
+    /// The PSI trigger registered on v2 cgroups' memory.pressure.
+    pub psi_trigger: String,
 }
 
 impl Default for WatchConfig {
@@ -52,6 +55,9 @@ impl Default for WatchConfig {
             poll: Duration::from_millis(250),
             rescan: Duration::from_secs(5),
             cooldown: Duration::from_secs(60),
+            // 200 ms of stall in 2 s: without CAP_SYS_RESOURCE the kernel takes
+            // only windows that are multiples of 2 s.
+            psi_trigger: "some 200000 2000000".into(),
         }
     }
 }
@@ -85,7 +91,7 @@ struct Watched {
     last_report: Option<(Instant, String)>,
     last_processes: Vec<v1::ReportProcess>,
     oom_kills: Option<u64>,
-    events: Option<events::V1Events>,
+    events: Option<events::Events>,
 }
 
 /// What a poll decided.
@@ -108,10 +114,16 @@ impl Watcher {
         }
     }
 
-    /// Sleeps one poll interval, or less if a v1 eventfd fires.
+    /// Sleeps one poll interval, or less if the kernel signals a container.
     fn wait(&self) {
-        let fds: Vec<_> = self.containers.values().filter_map(|w| w.events.as_ref()).flat_map(|e| e.fds()).collect();
-        events::wait(&fds, self.cfg.poll);
+        let (mut v1, mut v2) = (Vec::new(), Vec::new());
+        for e in self.containers.values().filter_map(|w| w.events.as_ref()) {
+            match e {
+                events::Events::V1(e) => v1.extend(e.fds()),
+                events::Events::V2(e) => v2.extend(e.fds()),
+            }
+        }
+        events::wait_all(&v1, &v2, self.cfg.poll);
     }
 
     /// One poll: rescan when due, then check every container.
@@ -175,21 +187,27 @@ impl Watcher {
         }
     }
 
-    /// v1: eventfd notifications at the thresholds and on OOM.
-    fn arm(&self, c: &Container) -> Option<events::V1Events> {
+    /// v1: eventfds at the thresholds and on OOM; v2: a PSI trigger and
+    /// memory.events. `None` (polling only) where the cgroupfs is read-only.
+    fn arm(&self, c: &Container) -> Option<events::Events> {
         let m = c.memory.as_ref()?;
         let Some(Some(limit)) = m.limit_bytes else { return None };
-        if m.location.version != CgroupVersion::V1 {
-            return None;
+        match m.location.version {
+            CgroupVersion::V1 => {
+                let at = |pct: f64| (limit as f64 * pct / 100.0) as u64;
+                let thresholds = [at(self.cfg.warn_pct), at(self.cfg.critical_pct)];
+                events::V1Events::register(&m.location.dir, &thresholds).ok().map(events::Events::V1)
+            }
+            CgroupVersion::V2 => {
+                events::V2Events::register(&m.location.dir, &self.cfg.psi_trigger).ok().map(events::Events::V2)
+            }
         }
-        let at = |pct: f64| (limit as f64 * pct / 100.0) as u64;
-        events::V1Events::register(&m.location.dir, &[at(self.cfg.warn_pct), at(self.cfg.critical_pct)]).ok()
     }
 
     fn check(&mut self, key: &str, now: Instant) {
         let cfg = self.cfg.clone();
         let Some(w) = self.containers.get_mut(key) else { return };
-        let woken = w.events.as_ref().is_some_and(events::V1Events::drain);
+        let woken = w.events.as_ref().is_some_and(events::Events::drain);
         let Some(memory) = w.container.memory.clone() else { return };
         let Some(Some(limit)) = memory.limit_bytes else { return };
         let Some((ws, oom_kills)) = poll_memory(&memory.location) else { return };
@@ -207,7 +225,7 @@ impl Watcher {
         w.oom_kills = oom_kills.or(w.oom_kills);
         let decision = decide(w, now, ws, limit, &cfg);
         if let Some(d) = decision {
-            let source = if woken { "eventfd" } else { "poll" };
+            let source = if woken { "event" } else { "poll" };
             self.pre_oom(key, ws, limit, d, source);
         }
     }
