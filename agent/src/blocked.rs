@@ -87,7 +87,8 @@ pub fn sample(pid_dir: &Path, duration: Duration, rate_hz: u32) -> Result<Sample
         }
         out.samples += 1;
         let next = every * (n + 1);
-        if next >= duration {
+        // A sample of thousands of threads can outlast the interval: the cap is time.
+        if next >= duration || start.elapsed() >= duration {
             break;
         }
         if let Some(wait) = next.checked_sub(start.elapsed()) {

@@ -68,7 +68,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 90.0, env = "OSL_PRE_OOM_CRITICAL_PCT")]
     pre_oom_critical_pct: f64,
     /// Report when, at the growth rate, the limit is nearer than this.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_PREDICT")]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_PREDICT")]
     pre_oom_predict: Duration,
     /// How often containers' memory is polled (v1 eventfds wake the watcher sooner).
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, env = "OSL_PRE_OOM_POLL")]
@@ -121,7 +121,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.fd_sample_interval.is_zero() {
         return Err("--fd-sample-interval must be more than 0".into());
     }
-    let samples = (args.fd_history.as_millis() / args.fd_sample_interval.as_millis()).clamp(5, 10_000) as usize + 1;
+    let samples =
+        (args.fd_history.as_millis() / args.fd_sample_interval.as_millis().max(1)).clamp(5, 10_000) as usize + 1;
     let sampler = FdSampler::new(args.fd_history, samples);
     let mut agent = Agent::new(&roots).with_fd_sampler(sampler);
     let stop_watch = Arc::new(AtomicBool::new(false));

@@ -121,6 +121,13 @@ impl CgroupReader {
         }
     }
 
+    /// Re-reads a memory cgroup found before (its processes may all be gone).
+    pub fn reread_memory(&self, location: CgroupLocation) -> (CgroupMemory, Vec<Unavailable>) {
+        let mut unavailable = Vec::new();
+        let m = self.read_memory(location, None, &mut unavailable);
+        (m, unavailable)
+    }
+
     fn read_memory(
         &self,
         location: CgroupLocation,

@@ -61,11 +61,13 @@ pub fn parse(bytes: &[u8]) -> Result<FdInfo, String> {
     let mut info = FdInfo::default();
     let mut timer = TimerLines::default();
     for line in text.lines() {
-        let (key, value) = line.split_once(':').ok_or_else(|| format!("line without ':': {line:?}"))?;
+        // io_uring and others print lines of their own shape: skip what is not `key: value`.
+        let Some((key, value)) = line.split_once(':') else { continue };
         let value = value.trim();
         let bad = || format!("bad {key}: {value:?}");
         match key {
-            "pos" => info.pos = Some(value.parse().map_err(|_| bad())?),
+            // %lld: negative for /proc/PID/mem and the like, where it is no offset.
+            "pos" => info.pos = u64::try_from(value.parse::<i64>().map_err(|_| bad())?).ok(),
             "flags" => info.flags = Some(u32::from_str_radix(value, 8).map_err(|_| bad())?),
             "mnt_id" => info.mnt_id = Some(value.parse().map_err(|_| bad())?),
             "ino" => info.inode = Some(value.parse().map_err(|_| bad())?),
@@ -237,12 +239,15 @@ mod tests {
 
     #[test]
     fn garbage_fdinfo_is_an_error() {
-        for bad in
-            [&b"pos 0\n"[..], b"flags:\t09\n", b"pos:\tx\n", b"tfd: x events: 1\n", b"it_value: (1 2)\n", b"\xff"]
-        {
+        for bad in [&b"flags:\t09\n"[..], b"pos:\tx\n", b"tfd: x events: 1\n", b"it_value: (1 2)\n", b"\xff"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse(b"").unwrap(), FdInfo::default());
+        let uring =
+            parse(b"pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1\nSqMask:\t0x3\nSQEs:\t0\n  op=1, task_works=0\n")
+                .unwrap();
+        assert_eq!(uring.flags, Some(0o2000002), "odd lines are skipped");
+        assert_eq!(parse(b"pos:\t-4096\nflags:\t02\n").unwrap().pos, None, "a negative pos is no offset");
     }
 
     #[test]

@@ -54,7 +54,13 @@ pub fn inet_table(bytes: &[u8], protocol: InetProtocol) -> Result<Vec<(u64, Sock
 pub fn unix_table(bytes: &[u8]) -> Result<Vec<(u64, SocketEntry)>, String> {
     const SO_ACCEPTCON: u32 = 1 << 16;
     let mut out = Vec::new();
+    let mut skipped = 0;
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate().skip(1).filter(|(_, l)| !l.is_empty()) {
+        // A bound name may hold a newline: its tail is a line of its own. Skip it.
+        if !line.contains(&b':') || line.iter().filter(|&&b| b == b' ').count() < 6 {
+            skipped += 1;
+            continue;
+        }
         let bad = |what: &str| format!("line {}: bad {what}", n + 1);
         let mut rest = line;
         let mut fields = [&b""[..]; 7];
@@ -74,6 +80,9 @@ pub fn unix_table(bytes: &[u8]) -> Result<Vec<(u64, SocketEntry)>, String> {
         let inode = std::str::from_utf8(fields[6]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad("inode"))?;
         let path = rest.strip_prefix(b" ").filter(|p| !p.is_empty()).map(<[u8]>::to_vec);
         out.push((inode, SocketEntry::Unix { path, socket_type, state, listening: flags & SO_ACCEPTCON != 0 }));
+    }
+    if out.is_empty() && skipped > 0 {
+        return Err("no unix socket row".into());
     }
     Ok(out)
 }
@@ -200,6 +209,15 @@ ffff8f3a0e0a9c02: 00000002 00000000 00000000 0002 01 22 @abstract\xff\n";
         assert_eq!(rows[1], (21430, SocketEntry::Unix { path: None, socket_type: 1, state: 3, listening: false }));
         assert!(matches!(&rows[2].1, SocketEntry::Unix { path: Some(p), socket_type: 2, .. } if p == b"@abstract\xff"));
         assert!(unix_table(b"header\nffff: 1 2\n").is_err());
+        let newline_in_name = b"Num RefCount Protocol Flags Type St Inode Path\n\
+ffff01: 00000002 00000000 00010000 0001 01 77 /run/a\nb.sock\n\
+ffff02: 00000002 00000000 00000000 0001 03 78\n";
+        let rows = unix_table(newline_in_name).unwrap();
+        assert_eq!(
+            rows.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [77, 78],
+            "a name with a newline spoils nothing else"
+        );
         assert!(unix_table(b"header\nffff: 1 0 zz 0001 01 5\n").is_err());
     }
 

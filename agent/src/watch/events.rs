@@ -35,13 +35,14 @@ impl V1Events {
         for &threshold in usage_thresholds {
             let usage = File::open(dir.join("memory.usage_in_bytes"))?;
             let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-            writeln!(control, "{} {} {threshold}", efd.as_raw_fd(), usage.as_raw_fd())?;
+            // One write() per command: the kernel parses each write as a whole line.
+            control.write_all(format!("{} {} {threshold}", efd.as_raw_fd(), usage.as_raw_fd()).as_bytes())?;
             eventfds.push(efd);
             watched.push(usage);
         }
         let oom = File::open(dir.join("memory.oom_control"))?;
         let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        writeln!(control, "{} {}", efd.as_raw_fd(), oom.as_raw_fd())?;
+        control.write_all(format!("{} {}", efd.as_raw_fd(), oom.as_raw_fd()).as_bytes())?;
         eventfds.push(efd);
         watched.push(oom);
         Ok(Self { eventfds, _watched: watched })
@@ -111,11 +112,12 @@ impl V2Events {
     }
 }
 
-/// What to wait for: readable v1 eventfds, or v2 files raising POLLPRI.
-pub fn wait_all(v1: &[BorrowedFd<'_>], v2: &[BorrowedFd<'_>], timeout: Duration) {
+/// Waits for readable v1 eventfds or v2 files raising POLLPRI, up to `timeout`;
+/// returns whether any did.
+pub fn wait_all(v1: &[BorrowedFd<'_>], v2: &[BorrowedFd<'_>], timeout: Duration) -> bool {
     if v1.is_empty() && v2.is_empty() {
         std::thread::sleep(timeout);
-        return;
+        return false;
     }
     let mut polls: Vec<PollFd<'_>> = v1
         .iter()
@@ -123,7 +125,7 @@ pub fn wait_all(v1: &[BorrowedFd<'_>], v2: &[BorrowedFd<'_>], timeout: Duration)
         .chain(v2.iter().map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::PRI)))
         .collect();
     let ts = rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
-    let _ = rustix::event::poll(&mut polls, Some(&ts));
+    rustix::event::poll(&mut polls, Some(&ts)).is_ok_and(|n| n > 0)
 }
 
 /// A container's kernel notifications, by cgroup version.

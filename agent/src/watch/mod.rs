@@ -15,11 +15,12 @@ pub mod store;
 
 use crate::cgroup::{CgroupReader, files, working_set};
 use crate::convert;
-use crate::error::read_file;
+use crate::error::{open_dir, read_file_at};
 use crate::findings;
 use crate::model::{CgroupLocation, CgroupVersion, Container, Process};
 use crate::proc::{Brief, ProcReader};
 use osl_proto::v1;
+use rustix::fd::OwnedFd;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +51,7 @@ impl Default for WatchConfig {
         Self {
             warn_pct: 80.0,
             critical_pct: 90.0,
-            predict_within: Duration::from_secs(10),
+            predict_within: Duration::from_secs(60),
             window: Duration::from_secs(10),
             poll: Duration::from_millis(250),
             rescan: Duration::from_secs(5),
@@ -61,6 +62,9 @@ impl Default for WatchConfig {
         }
     }
 }
+
+/// The longest the watcher sleeps without looking at its stop flag.
+const STOP_LATENCY: Duration = Duration::from_millis(200);
 
 /// How long a post-mortem waits for the OOM victim to finish exiting.
 const VICTIM_WAIT: Duration = Duration::from_secs(1);
@@ -83,6 +87,10 @@ pub struct Watcher {
 #[derive(Debug)]
 struct Watched {
     container: Container,
+    /// The memory cgroup's directory, held open.
+    dir: OwnedFd,
+    /// Its cgroup.procs at the last poll.
+    pids: Vec<i32>,
     members: Vec<Brief>,
     samples: VecDeque<(Instant, u64)>,
     fired_warn: bool,
@@ -106,16 +114,24 @@ impl Watcher {
         Self { procs, cgroups, store, cfg, containers: BTreeMap::new(), last_rescan: None }
     }
 
-    /// Polls until `stop` is set.
+    /// Polls until `stop` is set (noticed within [`STOP_LATENCY`]).
     pub fn run(mut self, stop: Arc<AtomicBool>) {
+        let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            self.tick();
-            self.wait();
+            let now = Instant::now();
+            if now >= next {
+                self.tick();
+                next = now + self.cfg.poll;
+            }
+            if self.wait(next.saturating_duration_since(Instant::now()).min(STOP_LATENCY)) {
+                next = Instant::now(); // the kernel signalled: poll now
+            }
         }
     }
 
-    /// Sleeps one poll interval, or less if the kernel signals a container.
-    fn wait(&self) {
+    /// Sleeps up to `timeout`, or less if the kernel signals a container; returns
+    /// whether it did.
+    fn wait(&self, timeout: Duration) -> bool {
         let (mut v1, mut v2) = (Vec::new(), Vec::new());
         for e in self.containers.values().filter_map(|w| w.events.as_ref()) {
             match e {
@@ -123,18 +139,20 @@ impl Watcher {
                 events::Events::V2(e) => v2.extend(e.fds()),
             }
         }
-        events::wait_all(&v1, &v2, self.cfg.poll);
+        events::wait_all(&v1, &v2, timeout)
     }
 
     /// One poll: rescan when due, then check every container.
     pub fn tick(&mut self) {
-        if self.last_rescan.is_none_or(|t| t.elapsed() >= self.cfg.rescan) {
-            self.rescan();
-        }
+        // Check before rescanning: a container whose last process was just killed
+        // still gets its post-mortem before it is dropped.
         let now = Instant::now();
         let keys: Vec<String> = self.containers.keys().cloned().collect();
         for key in keys {
             self.check(&key, now);
+        }
+        if self.last_rescan.is_none_or(|t| t.elapsed() >= self.cfg.rescan) {
+            self.rescan();
         }
     }
 
@@ -165,12 +183,20 @@ impl Watcher {
                     if !limited {
                         continue; // nothing to run into
                     }
+                    // Held open: the path may lead through a member's /proc/PID/root,
+                    // which goes when that process does.
+                    let Some(dir) = container.memory.as_ref().and_then(|m| open_dir(&m.location.dir).ok()) else {
+                        continue;
+                    };
                     let events = self.arm(&container);
                     let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
+                    let pids = read_pids(&dir).unwrap_or_default();
                     self.containers.insert(
                         key,
                         Watched {
                             container,
+                            dir,
+                            pids,
                             members,
                             samples: VecDeque::new(),
                             fired_warn: false,
@@ -210,16 +236,18 @@ impl Watcher {
         let woken = w.events.as_ref().is_some_and(events::Events::drain);
         let Some(memory) = w.container.memory.clone() else { return };
         let Some(Some(limit)) = memory.limit_bytes else { return };
-        let Some((ws, oom_kills)) = poll_memory(&memory.location) else { return };
+        let Some((ws, oom_kills)) = poll_memory(&w.dir, &memory.location) else { return };
+        let before = std::mem::replace(&mut w.pids, read_pids(&w.dir).unwrap_or_default());
         w.samples.push_back((now, ws));
         while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > cfg.window) {
             w.samples.pop_front();
         }
+        let before_pids = before;
         if let (Some(before), Some(after)) = (w.oom_kills, oom_kills)
             && after > before
         {
             w.oom_kills = oom_kills;
-            self.post_mortem(key, ws, limit, after - before);
+            self.post_mortem(key, ws, limit, (after - before, after), before_pids);
             return;
         }
         w.oom_kills = oom_kills.or(w.oom_kills);
@@ -234,11 +262,11 @@ impl Watcher {
         let started = Instant::now();
         let Some(w) = self.containers.get_mut(key) else { return };
         let growth = growth_per_sec(&w.samples);
-        let (event, eta) = match decision {
+        let (event, eta_msec) = match decision {
             Decision::Threshold => {
-                ("threshold", (growth > 0.0).then(|| (limit.saturating_sub(ws) as f64 / growth) as u64))
+                ("threshold", (growth > 0.0).then(|| (limit.saturating_sub(ws) as f64 * 1000.0 / growth) as u64))
             }
-            Decision::Prediction { eta } => ("prediction", Some(eta.as_secs())),
+            Decision::Prediction { eta } => ("prediction", Some(eta.as_millis() as u64)),
         };
         let trigger = v1::Trigger {
             event: event.into(),
@@ -247,7 +275,7 @@ impl Watcher {
             limit_bytes: Some(limit),
             usage_pct: ws as f64 * 100.0 / limit as f64,
             growth_bytes_per_sec: growth,
-            predicted_oom_in_msec: eta.map(|s| s.saturating_mul(1000)),
+            predicted_oom_in_msec: eta_msec,
         };
         let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PreOom, trigger);
         report.capture_usec = started.elapsed().as_micros() as u64;
@@ -257,7 +285,8 @@ impl Watcher {
         w.last_processes = report.processes;
     }
 
-    fn post_mortem(&mut self, key: &str, ws: u64, limit: u64, kills: u64) {
+    /// `before`: the container's pids at the poll before the kill.
+    fn post_mortem(&mut self, key: &str, ws: u64, limit: u64, (kills, oom_kills): (u64, u64), before: Vec<i32>) {
         let started = Instant::now();
         let Some(w) = self.containers.get_mut(key) else { return };
         let trigger = v1::Trigger {
@@ -268,28 +297,34 @@ impl Watcher {
             usage_pct: ws as f64 * 100.0 / limit as f64,
             ..Default::default()
         };
-        // The victims: what was there at the last capture (or rescan) and is gone.
-        let known: Vec<v1::ReportProcess> = if w.last_processes.is_empty() {
-            w.members.iter().map(brief_process).collect()
-        } else {
-            w.last_processes.clone()
-        };
-        // The counter rises when the killer picks its victim, which may still be
-        // exiting: give it a moment to go.
-        let procs = &self.procs;
-        let gone = |p: &v1::ReportProcess| {
-            procs.read_brief(p.pid).map_or(true, |b| b.dead || b.start_time_ticks != p.start_time_ticks)
-        };
+        // The victims: in the cgroup at the last poll, gone from it now. The counter
+        // rises when the killer picks its victim, which may still be exiting: give
+        // it a moment to go.
         let deadline = Instant::now() + VICTIM_WAIT;
-        let victims = loop {
-            let victims: Vec<v1::ReportProcess> = known.iter().filter(|p| gone(p)).cloned().collect();
-            if !victims.is_empty() || Instant::now() >= deadline {
-                break victims;
+        let gone = loop {
+            let now: Vec<i32> = read_pids(&w.dir).unwrap_or_default();
+            let gone: Vec<i32> = before.iter().copied().filter(|p| !now.contains(p)).collect();
+            if !gone.is_empty() || Instant::now() >= deadline {
+                w.pids = now;
+                break gone;
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        let known: Vec<v1::ReportProcess> =
+            w.last_processes.iter().cloned().chain(w.members.iter().map(brief_process)).collect();
+        let victims: Vec<v1::ReportProcess> = gone
+            .iter()
+            .map(|&pid| {
+                known.iter().find(|p| p.pid == pid).cloned().unwrap_or(v1::ReportProcess { pid, ..Default::default() })
+            })
+            .collect();
         let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PostMortem, trigger);
         report.victims = victims;
+        // The counter as the poll read it through the held directory, whatever the
+        // re-read could reach.
+        if let Some(m) = report.memory.as_mut() {
+            m.oom_kill_events = Some(oom_kills);
+        }
         report.previous_report_id = w.last_report.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
         report.unavailable.push(v1::Unavailable {
             field: "oom_kill_events".into(),
@@ -317,7 +352,11 @@ pub fn decide_for(
     let (warn, critical, prediction) = fired;
     let pct = ws as f64 * 100.0 / limit as f64;
     if pct < cfg.warn_pct - HYSTERESIS_PCT {
-        (*warn, *critical, *prediction) = (false, false, false);
+        (*warn, *critical) = (false, false);
+    }
+    let growth = growth_per_sec(samples);
+    if pct < PREDICT_FROM_PCT - HYSTERESIS_PCT || growth <= 0.0 {
+        *prediction = false;
     }
     let cooling = last_report.is_some_and(|t| now.duration_since(t) < cfg.cooldown);
     if pct >= cfg.critical_pct && !*critical {
@@ -328,15 +367,13 @@ pub fn decide_for(
     } else if pct >= cfg.warn_pct && !*warn {
         *warn = true;
         (!cooling).then_some(Decision::Threshold)
-    } else if pct >= PREDICT_FROM_PCT && !*prediction && !*warn {
-        let growth = growth_per_sec(samples);
-        let eta = (growth > 0.0).then(|| Duration::from_secs_f64(limit.saturating_sub(ws) as f64 / growth));
-        match eta {
-            Some(eta) if eta < cfg.predict_within => {
-                *prediction = true;
-                (!cooling).then_some(Decision::Prediction { eta })
-            }
-            _ => None,
+    } else if pct >= PREDICT_FROM_PCT && !*prediction && !*warn && growth > 0.0 {
+        let eta_secs = limit.saturating_sub(ws) as f64 / growth;
+        if eta_secs < cfg.predict_within.as_secs_f64() {
+            *prediction = true;
+            (!cooling).then_some(Decision::Prediction { eta: Duration::from_secs_f64(eta_secs.max(0.0)) })
+        } else {
+            None
         }
     } else {
         None
@@ -373,9 +410,9 @@ pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
     xs.iter().zip(samples).map(|(x, (_, v))| (x - mx) * (*v as f64 - my)).sum::<f64>() / sxx
 }
 
-/// The cheap poll: working set and the OOM-kill counter.
-fn poll_memory(loc: &CgroupLocation) -> Option<(u64, Option<u64>)> {
-    let read = |name: &str| read_file(loc.dir.join(name)).ok();
+/// The cheap poll: working set and the OOM-kill counter, through the held directory.
+fn poll_memory(dir: &OwnedFd, loc: &CgroupLocation) -> Option<(u64, Option<u64>)> {
+    let read = |name: &str| read_file_at(dir, &loc.dir, name).ok();
     let (usage, stat, inactive_key, oom) = match loc.version {
         CgroupVersion::V1 => {
             (read("memory.usage_in_bytes")?, read("memory.stat")?, "total_inactive_file", read("memory.oom_control"))
@@ -386,6 +423,12 @@ fn poll_memory(loc: &CgroupLocation) -> Option<(u64, Option<u64>)> {
     let inactive = files::flat_keyed(&stat).ok()?.get(inactive_key).copied();
     let oom_kills = oom.and_then(|b| files::flat_keyed(&b).ok()).and_then(|m| m.get("oom_kill").copied());
     Some((working_set(Some(usage), inactive)?, oom_kills))
+}
+
+/// The cgroup's processes, as cgroup.procs lists them (pids in the agent's namespace).
+fn read_pids(dir: &OwnedFd) -> Option<Vec<i32>> {
+    let bytes = read_file_at(dir, std::path::Path::new("cgroup"), "cgroup.procs").ok()?;
+    Some(String::from_utf8_lossy(&bytes).lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 fn brief_process(b: &Brief) -> v1::ReportProcess {
@@ -409,11 +452,21 @@ fn capture(
 ) -> v1::Report {
     let before: HashMap<(i32, u64), u64> =
         w.members.iter().map(|b| ((b.pid, b.start_time_ticks), b.rss_bytes)).collect();
-    let pids: Vec<i32> = w.members.iter().map(|b| b.pid).collect();
+    // The cgroup's processes now (the rescan's list may be seconds old).
+    let pids: Vec<i32> = if w.pids.is_empty() { w.members.iter().map(|b| b.pid).collect() } else { w.pids.clone() };
     let processes: Vec<Process> = procs.read_many(&pids).into_iter().filter_map(|(_, p)| p.ok()).collect();
     let mut container = match processes.first() {
         Some(p) => cgroups.read_container(p.pid, &p.cgroups),
-        None => w.container.clone(),
+        None => {
+            // Nobody left to reach the cgroup through: re-read it where it was found.
+            let mut c = w.container.clone();
+            if let Some(m) = &w.container.memory {
+                let (memory, unavailable) = cgroups.reread_memory(m.location.clone());
+                c.memory = Some(memory);
+                c.unavailable = unavailable;
+            }
+            c
+        }
     };
     container.pids = processes.iter().map(|p| p.pid).collect();
     let found = findings::evaluate(&processes, std::slice::from_ref(&container));
