@@ -34,8 +34,9 @@ impl FdSampler {
         let now = Instant::now();
         let counts: Vec<(Key, u64)> =
             pids.into_iter().filter_map(|pid| procs.fd_count(pid).ok().map(|(start, n)| ((pid, start), n))).collect();
+        let alive: std::collections::HashSet<Key> = counts.iter().map(|(k, _)| *k).collect();
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        history.retain(|key, _| counts.iter().any(|(k, _)| k == key));
+        history.retain(|key, _| alive.contains(key));
         for (key, n) in counts {
             self.record(history.entry(key).or_default(), now, n);
         }

@@ -13,7 +13,7 @@ use crate::net::SocketTables;
 use crate::proc::parse::parse_stat;
 use fdinfo::Target;
 use rustix::fd::OwnedFd;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags};
 use std::ffi::CStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,6 +156,7 @@ impl Reader<'_> {
             deleted,
             info: None,
             size_bytes: None,
+            disk_bytes: None,
             socket: None,
         };
         fd.kind = match class {
@@ -167,11 +168,19 @@ impl Reader<'_> {
             Target::Pipe => FdKind::Pipe,
             Target::Anon(kind) => kind,
             Target::Memfd => FdKind::Memfd,
-            Target::Path => match rustix::fs::statat(self.fd_dir, name, AtFlags::empty()) {
+            // statx without sync: a plain stat of a file on a dead NFS or FUSE mount
+            // could hang the read.
+            Target::Path => match rustix::fs::statx(
+                self.fd_dir,
+                name,
+                AtFlags::STATX_DONT_SYNC,
+                StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::BLOCKS,
+            ) {
                 Ok(st) => {
-                    let kind = path_kind(FileType::from_raw_mode(st.st_mode));
+                    let kind = path_kind(FileType::from_raw_mode(u32::from(st.stx_mode)));
                     if kind == FdKind::File {
-                        fd.size_bytes = u64::try_from(st.st_size).ok();
+                        fd.size_bytes = Some(st.stx_size);
+                        fd.disk_bytes = Some(st.stx_blocks.saturating_mul(512));
                     }
                     kind
                 }

@@ -17,7 +17,8 @@ pub fn summarize(table: &FdTable, soft_limit: Option<u64>) -> FdSummary {
         *kinds.entry(fd.kind).or_default() += 1;
         if fd.kind == FdKind::File && fd.deleted {
             s.deleted_files += 1;
-            s.deleted_bytes += fd.size_bytes.unwrap_or(0);
+            // What the file holds on disk (a sparse file's size overstates it).
+            s.deleted_bytes += fd.disk_bytes.or(fd.size_bytes).unwrap_or(0);
         }
         if let Some(SocketEntry::Inet { protocol, remote, state, .. }) =
             fd.socket.as_ref().and_then(|s| s.entry.as_ref())
@@ -73,7 +74,7 @@ mod tests {
     use crate::model::{Fd, InetProtocol, Socket};
 
     fn fd(n: i32, kind: FdKind) -> Fd {
-        Fd { fd: n, kind, target: vec![], deleted: false, info: None, size_bytes: None, socket: None }
+        Fd { fd: n, kind, target: vec![], deleted: false, info: None, size_bytes: None, disk_bytes: None, socket: None }
     }
 
     fn tcp(n: i32, remote: &str, state: u8) -> Fd {

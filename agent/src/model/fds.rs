@@ -58,8 +58,9 @@ pub struct Fd {
     pub target: Vec<u8>,
     pub deleted: bool,
     pub info: Option<FdInfo>,
-    /// Regular files: st_size.
+    /// Regular files: st_size, and the disk they occupy (st_blocks × 512).
     pub size_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
     pub socket: Option<Socket>,
 }
 

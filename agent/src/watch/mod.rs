@@ -63,6 +63,9 @@ impl Default for WatchConfig {
     }
 }
 
+/// Makes report ids unique within a millisecond.
+static REPORT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The longest the watcher sleeps without looking at its stop flag.
 const STOP_LATENCY: Duration = Duration::from_millis(200);
 
@@ -497,7 +500,7 @@ fn capture(
     let converted = convert::container(&container);
     w.container = container;
     v1::Report {
-        id: format!("{created_at_unix_ms}-{kind_name}-{who}"),
+        id: format!("{created_at_unix_ms}-{kind_name}-{who}-{}", REPORT_SEQ.fetch_add(1, Ordering::Relaxed)),
         kind: kind as i32,
         created_at_unix_ms,
         capture_usec: 0,
