@@ -142,7 +142,16 @@ fn thread_state(
             Err(_) => return None,
         }
     };
+    let syscall_denied = syscall.as_deref() == Some(SLEEPING_UNKNOWN);
     let wchan = match read_file_at(dir, pid_dir, &format!("{base}/wchan")) {
+        // Without ptrace access the kernel answers "0" instead of refusing.
+        Ok(w) if syscall_denied => {
+            if let Some(e) = denied.get("syscall") {
+                let path = e.path().with_file_name("wchan");
+                denied.entry("wchan").or_insert(ReadError::Denied { path });
+            }
+            wchan_of(&w)
+        }
         Ok(w) => wchan_of(&w),
         Err(e @ ReadError::Denied { .. }) => {
             denied.entry("wchan").or_insert(e);

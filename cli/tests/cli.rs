@@ -334,3 +334,29 @@ fn reports_are_listed_shown_and_survive_a_restart() {
     assert_eq!(code(&local), 0);
     assert!(String::from_utf8_lossy(&local.stdout).contains("watcher is off"));
 }
+
+/// Without ptrace access the sampler knows running from sleeping, and says why it
+/// knows no more.
+#[test]
+fn blocked_without_ptrace_says_what_it_cannot_see() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var("CI").is_err(), "CI runs as root and must run this test");
+        eprintln!("SKIPPED blocked_without_ptrace_says_what_it_cannot_see: needs root to become another user");
+        return;
+    }
+    let kid = sleeper();
+    let pid = kid.0.id().to_string();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", BIN])
+        .args(["blocked", "--local", "--pid", &pid, "--duration", "200ms", "-o", "json"])
+        .output()
+        .expect("setpriv");
+    let v = json(&o);
+    let fields: Vec<&str> = v["unavailable"].as_array().unwrap().iter().map(|u| u["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"syscall") && fields.contains(&"wchan"), "{fields:?}");
+    assert!(
+        v["threads"][0]["by_syscall"][0]["name"].as_str().unwrap().contains("without ptrace access"),
+        "{}",
+        v["threads"]
+    );
+}
