@@ -28,11 +28,6 @@ impl Default for Roots {
     }
 }
 
-/// Threads reading /proc at once, at most.
-const MAX_READERS: usize = 4;
-/// Below this many processes a reader, threads cost more than they save.
-const MIN_PER_READER: usize = 16;
-
 #[derive(Debug)]
 pub struct Collector {
     procs: ProcReader,
@@ -160,19 +155,9 @@ impl Collector {
         }
     }
 
-    /// Every process's fd summary, on up to [`MAX_READERS`] threads.
+    /// Every process's fd summary, on several threads.
     fn read_fd_tables(&self, processes: &mut [Process], netns: &NetnsCache, sampler: Option<&FdSampler>) {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_READERS);
-        if threads < 2 || processes.len() < 2 * MIN_PER_READER {
-            processes.iter_mut().for_each(|p| drop(self.fd_table(p, netns, sampler)));
-            return;
-        }
-        let chunk = processes.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            for part in processes.chunks_mut(chunk) {
-                s.spawn(move || part.iter_mut().for_each(|p| drop(self.fd_table(p, netns, sampler))));
-            }
-        });
+        crate::par::for_each_mut(processes, 16, |p| drop(self.fd_table(p, netns, sampler)));
     }
 
     /// One process and its fd table (`None` with the reason in `unavailable` when

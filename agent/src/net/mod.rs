@@ -79,14 +79,6 @@ impl SocketTables {
             _ => None,
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_inode.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_inode.is_empty()
-    }
 }
 
 /// Whether the process is in the agent's own network namespace (sock_diag answers
