@@ -11,6 +11,16 @@ fn osl(args: &[&str]) -> Output {
     Command::new(BIN).args(args).env("NO_COLOR", "1").output().expect("run kubectl-osl")
 }
 
+/// kubectl-osl as uid 65534 with no capabilities (needs root to switch).
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", BIN])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("setpriv")
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exited")
 }
@@ -161,11 +171,7 @@ fn another_users_fds_without_ptrace_are_a_partial_answer() {
     }
     let kid = sleeper();
     let pid = kid.0.id().to_string();
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", BIN])
-        .args(["fds", "--local", "--pid", &pid, "-o", "json"])
-        .output()
-        .expect("setpriv");
+    let o = as_nobody(&["fds", "--local", "--pid", &pid, "-o", "json"]);
     let v = json(&o);
     assert_eq!(v["agent"]["level"], "basic");
     assert_eq!(v["fds"], serde_json::json!([]));
@@ -346,11 +352,7 @@ fn blocked_without_ptrace_says_what_it_cannot_see() {
     }
     let kid = sleeper();
     let pid = kid.0.id().to_string();
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", BIN])
-        .args(["blocked", "--local", "--pid", &pid, "--duration", "200ms", "-o", "json"])
-        .output()
-        .expect("setpriv");
+    let o = as_nobody(&["blocked", "--local", "--pid", &pid, "--duration", "200ms", "-o", "json"]);
     let v = json(&o);
     let fields: Vec<&str> = v["unavailable"].as_array().unwrap().iter().map(|u| u["field"].as_str().unwrap()).collect();
     assert!(fields.contains(&"syscall") && fields.contains(&"wchan"), "{fields:?}");
