@@ -101,6 +101,7 @@ pub fn capability_names(mask: u64) -> Vec<String> {
         .collect()
 }
 
+pub const CAP_IPC_LOCK: u32 = 14;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_PERFMON: u32 = 38;

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod error;
 pub mod fds;
 pub mod findings;
+pub mod kube_events;
 pub mod model;
 pub mod net;
 pub mod par;

@@ -79,6 +79,17 @@ struct ServeArgs {
     /// The PSI trigger registered on cgroup v2 memory.pressure ("some|full STALL_US WINDOW_US").
     #[arg(long, default_value = "some 200000 2000000", env = "OSL_PRE_OOM_PSI_TRIGGER")]
     pre_oom_psi_trigger: String,
+    /// Post Kubernetes Events (PreOOM, OOMKilled) on the agent's pod: `auto` does
+    /// when the pod is known (OSL_POD_NAME, OSL_POD_NAMESPACE, OSL_POD_UID from the
+    /// downward API) and a client configuration is found (in-cluster, or kubeconfig).
+    #[arg(long, value_enum, default_value = "auto", env = "OSL_EVENTS")]
+    events: Events,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Events {
+    Auto,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -149,7 +160,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             ..WatchConfig::default()
         };
         let cgroups = CgroupReader::new(&roots.proc, roots.cgroup.clone())?;
-        let watcher = Watcher::new(ProcReader::new(&roots.proc), cgroups, store.clone(), cfg);
+        let mut watcher = Watcher::new(ProcReader::new(&roots.proc), cgroups, store.clone(), cfg);
+        if let Some(notify) = event_poster(args.events).await {
+            watcher = watcher.with_notify(notify);
+        }
+        lock_memory(agent.privileges());
         let stop = stop_watch.clone();
         std::thread::Builder::new().name("pre-oom".into()).spawn(move || watcher.run(stop))?;
         info!(dir = %args.report_dir.display(), "pre-OOM watcher on");
@@ -170,6 +185,54 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     stop_watch.store(true, Ordering::Relaxed);
     info!("stopped");
     Ok(())
+}
+
+/// Keeps the agent's pages in RAM, so that a container near its limit, whose
+/// pages the kernel is reclaiming, does not slow the report capture down with
+/// page faults. ONFAULT: only pages the agent touches are locked, nothing is
+/// faulted in ahead (thread stacks stay small).
+///
+/// Only where locking is free of limits (CAP_IPC_LOCK, or an unlimited
+/// RLIMIT_MEMLOCK): under a finite limit MCL_FUTURE would make the agent's later
+/// allocations fail instead.
+fn lock_memory(privileges: &osl_agent::probe::Privileges) {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    use rustix::process::{Resource, getrlimit};
+    let unlimited = getrlimit(Resource::Memlock).current.is_none();
+    if !unlimited && !osl_agent::decode::has_capability(privileges.capabilities, osl_agent::decode::CAP_IPC_LOCK) {
+        info!("agent memory not locked: needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK");
+        return;
+    }
+    match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
+        Ok(()) => info!("agent memory locked (mlockall)"),
+        Err(e) => info!(error = %e, "agent memory not locked"),
+    }
+}
+
+/// The queue to the Event poster, or None with one log line saying why not.
+async fn event_poster(events: Events) -> Option<osl_agent::kube_events::NoticeSender> {
+    use osl_agent::kube_events::{PodRef, Poster, RateLimit, client};
+    if events == Events::Off {
+        info!("Kubernetes Events off (--events off)");
+        return None;
+    }
+    let pod = match PodRef::from_env() {
+        Ok(pod) => pod,
+        Err(why) => {
+            info!("Kubernetes Events off: {why}");
+            return None;
+        }
+    };
+    let client = match client().await {
+        Ok(c) => c,
+        Err(why) => {
+            info!("Kubernetes Events off: {why}");
+            return None;
+        }
+    };
+    info!(pod = %pod.name, namespace = %pod.namespace, "Kubernetes Events on");
+    let (tx, _task) = Poster::new(client, pod, RateLimit::default()).spawn(16);
+    Some(tx)
 }
 
 /// SIGTERM (kubelet) or SIGINT (a terminal).

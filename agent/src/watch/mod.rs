@@ -17,6 +17,7 @@ use crate::cgroup::{CgroupReader, files, working_set};
 use crate::convert;
 use crate::error::{open_dir, read_file_at};
 use crate::findings;
+use crate::kube_events::{Notice, NoticeSender};
 use crate::model::{CgroupLocation, CgroupVersion, Container, Process};
 use crate::proc::{Brief, ProcReader};
 use osl_proto::v1;
@@ -84,6 +85,8 @@ pub struct Watcher {
     cfg: WatchConfig,
     containers: BTreeMap<String, Watched>,
     last_rescan: Option<Instant>,
+    /// Where reports are announced as Kubernetes Events, when on.
+    notify: Option<NoticeSender>,
 }
 
 /// One container under watch.
@@ -114,7 +117,20 @@ pub enum Decision {
 
 impl Watcher {
     pub fn new(procs: ProcReader, cgroups: CgroupReader, store: Arc<Store>, cfg: WatchConfig) -> Self {
-        Self { procs, cgroups, store, cfg, containers: BTreeMap::new(), last_rescan: None }
+        Self { procs, cgroups, store, cfg, containers: BTreeMap::new(), last_rescan: None, notify: None }
+    }
+
+    /// Announces every report written (never blocking: a full queue drops it).
+    pub fn with_notify(mut self, notify: NoticeSender) -> Self {
+        self.notify = Some(notify);
+        self
+    }
+
+    fn announce(&self, report: &v1::Report) {
+        let (Some(tx), Some(notice)) = (&self.notify, Notice::from_report(report)) else { return };
+        if tx.try_send(notice).is_err() {
+            tracing::warn!(report = %report.id, "Event queue full or closed: this report is not announced");
+        }
     }
 
     /// Polls until `stop` is set (noticed within [`STOP_LATENCY`]).
@@ -194,6 +210,7 @@ impl Watcher {
                     let events = self.arm(&container);
                     let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
                     let pids = read_pids(&dir).unwrap_or_default();
+                    tracing::debug!(cgroup = %key, woken_by_kernel = events.is_some(), "watching a container");
                     self.containers.insert(
                         key,
                         Watched {
@@ -284,8 +301,11 @@ impl Watcher {
         report.capture_usec = started.elapsed().as_micros() as u64;
         if self.store.write(&report).is_ok() {
             w.last_report = Some((Instant::now(), report.id.clone()));
+            self.announce(&report);
         }
-        w.last_processes = report.processes;
+        if let Some(w) = self.containers.get_mut(key) {
+            w.last_processes = report.processes;
+        }
     }
 
     /// `before`: the container's pids at the poll before the kill.
@@ -335,10 +355,12 @@ impl Watcher {
             path: String::new(),
         });
         report.capture_usec = started.elapsed().as_micros() as u64;
-        let _ = self.store.write(&report);
         w.fired_warn = false;
         w.fired_critical = false;
         w.fired_prediction = false;
+        if self.store.write(&report).is_ok() {
+            self.announce(&report);
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! osl-agent's integration tests: real processes with known state, real cgroups
 //! (as root), fixture trees for what this machine cannot show, and the gRPC server.
 
+mod api_recorder;
 mod cgroup_v1;
 mod cgroup_v2;
 mod fds;
 mod grpc;
+mod kube_events;
 mod memory;
 mod pre_oom;
 mod races;
+mod store;
 mod support;
