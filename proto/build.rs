@@ -20,6 +20,8 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".osl.v1.ListFdsRequest.tcp_states", "tcp_state::list"),
     (".osl.v1.Report.kind", "report_kind"),
     (".osl.v1.ReportSummary.kind", "report_kind"),
+    (".osl.v1.SyscallProfile.backend", "profile_backend"),
+    (".osl.v1.ProfileSyscallsRequest.backend", "profile_backend"),
 ];
 
 fn main() -> io::Result<()> {

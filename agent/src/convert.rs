@@ -384,6 +384,76 @@ pub fn blocked(s: &crate::blocked::Sampled, agent: v1::AgentInfo) -> v1::SampleB
     }
 }
 
+fn syscall_stat(s: &crate::profile::summary::Stat, grand_total_ns: u64) -> v1::SyscallStat {
+    v1::SyscallStat {
+        name: s.name.clone(),
+        number: s.nr,
+        calls: s.calls,
+        errors: s.errors,
+        errnos: s.errnos.iter().map(|(name, count)| v1::Count { name: name.clone(), count: *count }).collect(),
+        total_nsec: s.total_ns,
+        min_nsec: s.min_ns,
+        max_nsec: s.max_ns,
+        time_pct: if grand_total_ns == 0 { 0.0 } else { s.total_ns as f64 * 100.0 / grand_total_ns as f64 },
+    }
+}
+
+/// A finished profile. `comm(pid, tid)` names threads (empty when gone).
+pub struct ProfileParts<'a> {
+    pub outcome: &'a crate::profile::Outcome,
+    pub summary: &'a crate::profile::summary::Summary,
+    pub backend: crate::profile::Backend,
+    pub backend_reason: String,
+    pub threads: bool,
+    pub findings: Vec<model::Finding>,
+}
+
+pub fn syscall_profile(
+    p: ProfileParts,
+    comm: impl Fn(i32, i32) -> Vec<u8>,
+    agent: v1::AgentInfo,
+) -> v1::SyscallProfile {
+    let s = p.summary;
+    let secs = p.outcome.elapsed.as_secs_f64();
+    v1::SyscallProfile {
+        agent: Some(agent),
+        backend: match p.backend {
+            crate::profile::Backend::Ebpf => v1::ProfileBackend::Ebpf,
+            crate::profile::Backend::Ptrace => v1::ProfileBackend::Ptrace,
+        } as i32,
+        backend_reason: p.backend_reason,
+        pids: p.outcome.pids.clone(),
+        duration_msec: p.outcome.elapsed.as_millis() as u64,
+        calls: s.calls,
+        errors: s.errors,
+        total_nsec: s.total_ns,
+        calls_per_sec: if secs > 0.0 { s.calls as f64 / secs } else { 0.0 },
+        syscalls: s.syscalls.iter().map(|st| syscall_stat(st, s.total_ns)).collect(),
+        threads: if p.threads {
+            s.threads
+                .iter()
+                .map(|t| v1::ThreadProfile {
+                    tid: t.tid as i32,
+                    pid: t.tgid as i32,
+                    comm: escape(&comm(t.tgid as i32, t.tid as i32)),
+                    calls: t.calls,
+                    errors: t.errors,
+                    total_nsec: t.total_ns,
+                    syscalls: t.syscalls.iter().map(|st| syscall_stat(st, t.total_ns)).collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        partial: p.outcome.partial.is_some(),
+        partial_reason: p.outcome.partial.clone().unwrap_or_default(),
+        lost_events: s.lost,
+        findings: findings(&p.findings),
+        unavailable: Vec::new(),
+        arch: crate::profile::names::ARCH.into(),
+    }
+}
+
 /// The one mapping from agent errors to gRPC status codes.
 pub fn status_from(err: &AgentError) -> tonic::Status {
     use tonic::Status;
@@ -394,7 +464,12 @@ pub fn status_from(err: &AgentError) -> tonic::Status {
         | AgentError::NothingMatches { .. }
         | AgentError::ReportNotFound { .. } => Status::not_found(msg),
         AgentError::InvalidArgument(_) => Status::invalid_argument(msg),
-        AgentError::WatcherOff => Status::failed_precondition(msg),
+        AgentError::WatcherOff | AgentError::ProfileBusy { .. } | AgentError::AlreadyTraced { .. } => {
+            Status::failed_precondition(msg)
+        }
+        AgentError::TooManyProfiles { .. } => Status::resource_exhausted(msg),
+        AgentError::BackendUnavailable(_) => Status::permission_denied(msg),
+        AgentError::Profile(_) => Status::internal(msg),
         AgentError::Read(ReadError::Denied { .. }) => Status::permission_denied(msg),
         AgentError::Read(ReadError::Gone { .. }) => Status::not_found(msg),
         AgentError::Read(ReadError::Parse { .. }) => Status::internal(msg),

@@ -72,6 +72,16 @@ pub enum AgentError {
     WatcherOff,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("process {pid} is already being profiled ({backend}, for {secs} s): one profile per process at a time")]
+    ProfileBusy { pid: i32, backend: &'static str, secs: u64 },
+    #[error("{max} profiles are running in this agent already: try again when one ends")]
+    TooManyProfiles { max: usize },
+    #[error("process {pid} is already traced by pid {tracer_pid} (a debugger or strace): osl does not take it over")]
+    AlreadyTraced { pid: i32, tracer_pid: i32 },
+    #[error("{0}")]
+    BackendUnavailable(String),
+    #[error("the profile failed: {0}")]
+    Profile(String),
     #[error(transparent)]
     Read(#[from] ReadError),
 }

@@ -20,6 +20,7 @@ pub mod net;
 pub mod par;
 pub mod probe;
 pub mod proc;
+pub mod profile;
 pub mod redact;
 pub mod server;
 pub mod service;

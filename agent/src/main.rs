@@ -84,6 +84,12 @@ struct ServeArgs {
     /// downward API) and a client configuration is found (in-cluster, or kubeconfig).
     #[arg(long, value_enum, default_value = "auto", env = "OSL_EVENTS")]
     events: Events,
+    /// Longest syscall profile a client may ask for.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "OSL_MAX_PROFILE_DURATION")]
+    max_profile_duration: std::time::Duration,
+    /// Syscall profiles running at once (each of a different process).
+    #[arg(long, default_value_t = 4, env = "OSL_MAX_PROFILES")]
+    max_profiles: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -135,7 +141,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let samples =
         (args.fd_history.as_millis() / args.fd_sample_interval.as_millis().max(1)).clamp(5, 10_000) as usize + 1;
     let sampler = FdSampler::new(args.fd_history, samples);
-    let mut agent = Agent::new(&roots).with_fd_sampler(sampler);
+    let mut agent =
+        Agent::new(&roots).with_fd_sampler(sampler).with_profile_limits(args.max_profile_duration, args.max_profiles);
     let stop_watch = Arc::new(AtomicBool::new(false));
     let store = if args.no_watch {
         info!("pre-OOM watcher off (--no-watch)");

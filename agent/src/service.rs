@@ -7,12 +7,16 @@ use crate::findings;
 use crate::model::Filter;
 use crate::probe::{Level, Privileges, probe};
 use crate::proc::ProcReader;
+use crate::profile::{self, Profiles};
 use crate::snapshot::{Collector, Roots};
 use crate::trend::FdSampler;
 use crate::watch::store::Store;
 use osl_proto::v1;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest syscall profile, unless the agent is told otherwise.
+pub const DEFAULT_MAX_PROFILE: Duration = Duration::from_secs(60);
 use tonic::{Request, Response, Status};
 
 #[derive(Debug)]
@@ -25,6 +29,7 @@ pub struct Agent {
     sampler: Option<Arc<FdSampler>>,
     /// The pre-OOM reports, when the watcher runs.
     reports: Option<Arc<Store>>,
+    profiles: Profiles,
 }
 
 impl Agent {
@@ -37,7 +42,83 @@ impl Agent {
             started: Instant::now(),
             sampler: None,
             reports: None,
+            profiles: Profiles::new(DEFAULT_MAX_PROFILE, 4),
         }
+    }
+
+    /// Caps profiles at `max_duration`, at most `max_concurrent` at once.
+    pub fn with_profile_limits(mut self, max_duration: Duration, max_concurrent: usize) -> Self {
+        self.profiles = Profiles::new(max_duration, max_concurrent.max(1));
+        self
+    }
+
+    /// `strace -c` for a process or a container's processes. `progress` gets a
+    /// tick at the requested interval and `None` in between; when it returns
+    /// false (the client went away) the profile ends early and every thread is
+    /// detached.
+    pub fn profile_syscalls(
+        &self,
+        req: v1::ProfileSyscallsRequest,
+        mut progress: impl FnMut(Option<v1::ProfileProgress>) -> bool,
+    ) -> Result<v1::SyscallProfile> {
+        let me = std::process::id() as i32;
+        let duration = Duration::from_millis(if req.duration_msec == 0 { 5000 } else { req.duration_msec.into() });
+        let tick = Duration::from_millis(if req.progress_msec == 0 { 1000 } else { req.progress_msec.max(100).into() });
+        let asked = v1::ProfileBackend::try_from(req.backend)
+            .map_err(|_| AgentError::InvalidArgument(format!("unknown backend {}", req.backend)))?;
+        let (backend, reason) = profile::choose(asked, &self.privileges)?;
+        let container = if req.pid == 0 && !req.container_id.is_empty() {
+            filter_from(Some(v1::Filter { container_id: req.container_id.clone(), pids: vec![] }))?
+        } else {
+            Filter::default()
+        };
+        let members = |filter: &Filter| -> Result<Vec<i32>> {
+            let (procs, _) = self.collector.processes(filter)?;
+            Ok(procs.iter().filter(|p| p.pid != me && !p.kernel_thread).map(|p| p.pid).collect())
+        };
+        let (pids, subject, pid) = if req.pid != 0 {
+            if req.pid == me {
+                return Err(AgentError::InvalidArgument("the agent does not profile itself".into()));
+            }
+            let p = self.collector.process(req.pid, req.start_time_ticks)?;
+            (vec![p.pid], findings::process_subject(&p), Some(p.pid))
+        } else if container.container_id.is_some() {
+            let pids = members(&container)?;
+            (pids, format!("container {}", req.container_id), None)
+        } else {
+            return Err(AgentError::InvalidArgument("profile what? give a pid or a container id".into()));
+        };
+        let root = self.collector.proc_reader().root().to_path_buf();
+        // A zombie has exited (its /proc entry lasts until its parent reaps it).
+        let alive = |p: i32| self.collector.proc_reader().read_brief(p).is_ok_and(|b| !b.dead);
+        let more = || if container.container_id.is_some() { members(&container).unwrap_or_default() } else { vec![] };
+        let plan = profile::Plan { pids, backend, duration, tick_every: tick };
+        let outcome = self.profiles.run(plan, alive, more, |p| {
+            progress(p.map(|p| v1::ProfileProgress {
+                elapsed_msec: p.elapsed.as_millis() as u64,
+                duration_msec: duration.as_millis() as u64,
+                calls: p.calls,
+                errors: p.errors,
+            }))
+        })?;
+        let summary = profile::summary::summarize(&outcome.counts);
+        let found = profile::findings::evaluate(&summary, outcome.elapsed, &subject, pid);
+        let comm = |pid: i32, tid: i32| -> Vec<u8> {
+            let mut c = std::fs::read(root.join(format!("{pid}/task/{tid}/comm"))).unwrap_or_default();
+            if c.last() == Some(&b'\n') {
+                c.pop();
+            }
+            c
+        };
+        let parts = convert::ProfileParts {
+            outcome: &outcome,
+            summary: &summary,
+            backend,
+            backend_reason: reason,
+            threads: req.threads,
+            findings: found,
+        };
+        Ok(convert::syscall_profile(parts, comm, self.info()))
     }
 
     /// Samples what each thread of a process is blocked in.
@@ -252,6 +333,34 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     ) -> Result<Response<v1::SampleBlockedResponse>, Status> {
         let agent = self.agent.clone();
         blocking(move || agent.sample_blocked(req.into_inner())).await
+    }
+
+    type ProfileSyscallsStream = tokio_stream::wrappers::ReceiverStream<Result<v1::ProfileSyscallsEvent, Status>>;
+
+    async fn profile_syscalls(
+        &self,
+        req: Request<v1::ProfileSyscallsRequest>,
+    ) -> Result<Response<Self::ProfileSyscallsStream>, Status> {
+        use v1::profile_syscalls_event::Event;
+        let agent = self.agent.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let ticks = tx.clone();
+            // A tick that cannot be queued is skipped; a closed stream ends the profile.
+            let progress = move |p: Option<v1::ProfileProgress>| match p {
+                None => !ticks.is_closed(),
+                Some(p) => !matches!(
+                    ticks.try_send(Ok(v1::ProfileSyscallsEvent { event: Some(Event::Progress(p)) })),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+                ),
+            };
+            let last = match agent.profile_syscalls(req.into_inner(), progress) {
+                Ok(profile) => Ok(v1::ProfileSyscallsEvent { event: Some(Event::Profile(profile)) }),
+                Err(e) => Err(convert::status_from(&e)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {

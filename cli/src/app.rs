@@ -1,6 +1,6 @@
 //! What each subcommand does: ask the backend, render, choose the exit code.
 
-use crate::args::{Cli, Command, DiagnoseArgs, FailOn, Selection};
+use crate::args::{Cli, Command, DiagnoseArgs, FailOn, Output, ProfileBackend, Selection};
 use crate::backend::Backend;
 use crate::error::{CliError, code};
 use crate::render;
@@ -12,6 +12,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Ps(s) => &s.target,
         Command::Fds(f) => &f.target,
         Command::Blocked(b) => &b.target,
+        Command::Strace(s) => &s.target,
         Command::Reports(r) => &r.split(cli.conn.agent.is_some() || cli.conn.local).0.cloned(),
     };
     if let Some(target) = target {
@@ -19,6 +20,11 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             "cannot resolve {target:?}: Kubernetes targets are not supported by this build yet; \
              port-forward to the agent and use --agent HOST:PORT, or use --local"
         )));
+    }
+    if cli.output == Output::Seccomp && !matches!(cli.command, Command::Strace(_)) {
+        return Err(CliError::Usage(
+            "-o seccomp turns a syscall profile into a seccomp profile: use it with strace".into(),
+        ));
     }
     let mut backend = connect(&cli).await?;
     let view = render::View::detect(cli.output);
@@ -31,6 +37,26 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
                 rate_hz: args.rate,
             };
             view.blocked(&backend.sample_blocked(req).await?)?;
+            Ok(code::OK)
+        }
+        Command::Strace(args) => {
+            let req = v1::ProfileSyscallsRequest {
+                pid: args.pid.unwrap_or(0),
+                start_time_ticks: None,
+                container_id: args.container.clone().unwrap_or_default(),
+                duration_msec: u32::try_from(args.duration.as_millis()).unwrap_or(u32::MAX),
+                backend: match args.backend {
+                    ProfileBackend::Auto => v1::ProfileBackend::Unspecified,
+                    ProfileBackend::Ebpf => v1::ProfileBackend::Ebpf,
+                    ProfileBackend::Ptrace => v1::ProfileBackend::Ptrace,
+                } as i32,
+                threads: args.threads,
+                progress_msec: 500,
+            };
+            let progress = render::Progress::on_terminal();
+            let profile = backend.profile_syscalls(req, |p| progress.show(p)).await;
+            progress.clear();
+            view.profile(&profile?)?;
             Ok(code::OK)
         }
         Command::Reports(args) => {

@@ -57,6 +57,8 @@ pub enum Output {
     Wide,
     Json,
     Yaml,
+    /// strace only: the syscalls seen as an OCI seccomp profile (an allow-list).
+    Seccomp,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +79,38 @@ pub enum Command {
     /// What each thread of a process is waiting in right now, sampled from /proc
     /// (no stops, near-zero cost): running, or which syscall and kernel function.
     Blocked(BlockedArgs),
+    /// strace -c for a process (--pid, its threads and children) or a container:
+    /// calls, errors (and which errnos), time per syscall. In the kernel (ebpf,
+    /// no stops) when the agent may, else with ptrace (stops at every syscall).
+    Strace(StraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StraceArgs {
+    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    pub target: Option<String>,
+    /// The process.
+    #[arg(long, required_unless_present = "container", conflicts_with = "container")]
+    pub pid: Option<i32>,
+    /// Every process of the container with this id (prefix).
+    #[arg(long, short = 'c')]
+    pub container: Option<String>,
+    /// How long to count (the agent caps it; 60s by default).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// A table per thread too.
+    #[arg(long)]
+    pub threads: bool,
+    /// auto: ebpf when the agent may load BPF programs, else ptrace.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: ProfileBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileBackend {
+    Auto,
+    Ebpf,
+    Ptrace,
 }
 
 #[derive(Debug, Args)]

@@ -72,6 +72,48 @@ impl Backend {
         }
     }
 
+    /// Streams a profile: `progress` for each tick, then the profile.
+    pub async fn profile_syscalls(
+        &mut self,
+        req: v1::ProfileSyscallsRequest,
+        mut progress: impl FnMut(&v1::ProfileProgress),
+    ) -> Result<v1::SyscallProfile, CliError> {
+        use v1::profile_syscalls_event::Event;
+        match self {
+            Self::Remote { addr, client } => {
+                let status = |s| CliError::from_status(s, addr);
+                let mut stream = client.profile_syscalls(req).await.map_err(status)?.into_inner();
+                while let Some(event) = stream.message().await.map_err(|s| CliError::from_status(s, addr))? {
+                    match event.event {
+                        Some(Event::Progress(p)) => progress(&p),
+                        Some(Event::Profile(p)) => return Ok(p),
+                        None => {}
+                    }
+                }
+                Err(CliError::from_status(tonic::Status::internal("the profile stream ended without a result"), addr))
+            }
+            #[cfg(target_os = "linux")]
+            Self::Local(agent) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+                let call = local(agent, move |a| {
+                    a.profile_syscalls(req, |p| {
+                        if let Some(p) = p {
+                            let _ = tx.try_send(p);
+                        }
+                        true
+                    })
+                });
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        result = &mut call => return result,
+                        Some(p) = rx.recv() => progress(&p),
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn list_reports(&mut self) -> Result<v1::ListReportsResponse, CliError> {
         let req = v1::ListReportsRequest {};
         match self {

@@ -362,3 +362,76 @@ fn blocked_without_ptrace_says_what_it_cannot_see() {
         v["threads"]
     );
 }
+
+/// bash that waits for a line on stdin, then fails to open a missing file `n`
+/// times (one openat → ENOENT each: builtins only, no forks, and no message
+/// catalogues looked up for the error it does not print), then waits again.
+fn enoent_loop(n: u32) -> (Kid, std::process::ChildStdin) {
+    let script = format!(
+        "exec 2>/dev/null; read go; i=0; while [ $i -lt {n} ]; do : < /nonexistent-osl-test; i=$((i+1)); done; read end"
+    );
+    let mut child =
+        Command::new("bash").args(["-c", &script]).env("LC_ALL", "C").stdin(Stdio::piped()).spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (Kid(child), stdin)
+}
+
+#[test]
+fn strace_counts_a_real_process_and_turns_it_into_a_seccomp_profile() {
+    use std::io::Write;
+    let (kid, mut stdin) = enoent_loop(300);
+    let pid = kid.0.id().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["strace", "--local", "--pid", &pid, "--backend", "ptrace", "--duration", "2s"];
+        args.extend_from_slice(extra);
+        Command::new(BIN)
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let profiling = run(&["-o", "json"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    writeln!(stdin, "go").unwrap();
+    let p = json(&profiling.wait_with_output().unwrap());
+    assert_eq!(p["backend"], "ptrace");
+    assert_eq!(p["partial"], false);
+    let openat = p["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "openat").expect("openat counted");
+    assert_eq!(openat["errors"], 300, "{openat}");
+    assert_eq!(openat["errnos"][0], serde_json::json!({"name": "ENOENT", "count": 300}));
+    let finding = p["findings"].as_array().unwrap().iter().find(|f| f["id"] == "syscall.error_storm").unwrap();
+    assert!(finding["message"].as_str().unwrap().contains("of them ENOENT"), "{finding}");
+
+    // The table: strace's columns, the backend named, times labelled.
+    let table = osl(&["strace", "--local", "--pid", &pid, "--backend", "ptrace", "--duration", "300ms"]);
+    assert_eq!(code(&table), 0, "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with(&format!("pid {pid} · backend ptrace (asked for)")), "{text}");
+    assert!(text.contains("wall-clock from syscall entry to exit"), "{text}");
+
+    // An allow-list of what it did: read (waiting for "end") and nothing unknown.
+    let seccomp =
+        osl(&["strace", "--local", "--pid", &pid, "--backend", "ptrace", "--duration", "300ms", "-o", "seccomp"]);
+    let s = json(&seccomp);
+    assert_eq!(s["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(s["syscalls"][0]["action"], "SCMP_ACT_ALLOW");
+    assert!(s["syscalls"][0]["names"].as_array().unwrap().iter().all(|n| n.is_string()));
+
+    let wrong = osl(&["ps", "--local", "-o", "seccomp"]);
+    assert_eq!(code(&wrong), 2, "{}", stderr(&wrong));
+    assert!(stderr(&wrong).contains("-o seccomp turns a syscall profile into a seccomp profile"));
+    drop(kid);
+}
+
+#[test]
+fn strace_of_a_missing_process_exits_3_and_an_impossible_backend_5() {
+    let missing = osl(&["strace", "--local", "--pid", "999999999", "--backend", "ptrace", "--duration", "1s"]);
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+    assert!(stderr(&missing).starts_with("error: process 999999999 not found"), "{}", stderr(&missing));
+    let me = std::process::id().to_string();
+    let denied = as_nobody(&["strace", "--local", "--pid", &me, "--backend", "ebpf", "--duration", "1s"]);
+    assert_eq!(code(&denied), 5, "{}", stderr(&denied));
+    assert!(stderr(&denied).contains("the ebpf backend needs CAP_BPF and CAP_PERFMON"), "{}", stderr(&denied));
+}

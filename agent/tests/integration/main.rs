@@ -9,6 +9,8 @@ mod grpc;
 mod kube_events;
 mod memory;
 mod pre_oom;
+mod profile;
+mod ptrace;
 mod races;
 mod store;
 mod support;

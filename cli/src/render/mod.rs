@@ -4,6 +4,7 @@
 
 mod fds;
 mod reports;
+mod syscalls;
 mod tables;
 mod units;
 
@@ -128,6 +129,30 @@ impl View {
         write(&out)
     }
 
+    pub fn profile(&self, p: &v1::SyscallProfile) -> Result<(), CliError> {
+        if self.output == Output::Seccomp {
+            let json = serde_json::to_string_pretty(&syscalls::seccomp(p)).unwrap_or_default();
+            return write(&format!("{json}\n"));
+        }
+        if let Some(r) = self.structured(p) {
+            return r;
+        }
+        let mut out = syscalls::header(p);
+        findings(&mut out, &p.findings);
+        out.push_str(&syscalls::table(&p.syscalls, self.wide(), self.width));
+        out.push_str("\n\n");
+        for t in &p.threads {
+            out.push_str(&heading(&format!(
+                "THREAD {} ({}) of pid {}: {} calls, {} errors",
+                t.tid, t.comm, t.pid, t.calls, t.errors
+            )));
+            out.push_str(&syscalls::table(&t.syscalls, self.wide(), self.width));
+            out.push_str("\n\n");
+        }
+        notes(&mut out, p.agent.as_ref(), &p.unavailable, &[], None);
+        write(&out)
+    }
+
     pub fn reports(&self, resp: &v1::ListReportsResponse) -> Result<(), CliError> {
         if let Some(r) = self.structured(resp) {
             return r;
@@ -173,7 +198,7 @@ impl View {
         let written = match self.output {
             Output::Json => serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from),
             Output::Yaml => serde_norway::to_writer(&mut out, value).map_err(std::io::Error::other),
-            Output::Table | Output::Wide => return None,
+            Output::Table | Output::Wide | Output::Seccomp => return None,
         };
         let newline = if self.output == Output::Json { &b"\n"[..] } else { b"" };
         let done = written.and_then(|()| out.write_all(newline)).and_then(|()| out.flush());
@@ -258,4 +283,33 @@ fn write(text: &str) -> Result<(), CliError> {
 /// `kubectl osl ps | head` must not fail.
 fn ignore_broken_pipe(e: std::io::Error) -> Result<(), CliError> {
     if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(CliError::Output(e.into())) }
+}
+
+/// A one-line progress report on stderr while a profile runs, only on a terminal.
+pub struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    pub fn on_terminal() -> Self {
+        Self { on: std::io::stderr().is_terminal() }
+    }
+
+    pub fn show(&self, p: &v1::ProfileProgress) {
+        if self.on {
+            eprint!(
+                "\r\x1b[Kprofiling… {:.1}/{:.1} s, {} calls, {} errors",
+                p.elapsed_msec as f64 / 1000.0,
+                p.duration_msec as f64 / 1000.0,
+                p.calls,
+                p.errors
+            );
+        }
+    }
+
+    pub fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[K");
+        }
+    }
 }

@@ -1,0 +1,300 @@
+//! Syscall profiles, `strace -c` for a process or a container: two backends with
+//! one result shape ([`counts::Counts`]), and the rules around them — one profile
+//! per process at a time, a capped duration, a bounded number at once, and an
+//! end (with every thread detached) whenever the client goes away.
+
+pub mod counts;
+#[allow(unsafe_code)] // the bpf() syscall: see the module's doc
+pub mod ebpf;
+pub mod findings;
+pub mod names;
+#[allow(unsafe_code)] // a signal handler to interrupt waitpid: see the module's doc
+pub mod ptrace;
+pub mod summary;
+
+use crate::error::AgentError;
+use crate::probe::{Level, Privileges};
+use counts::Counts;
+use osl_proto::v1;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Ebpf,
+    Ptrace,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Ebpf => "ebpf",
+            Backend::Ptrace => "ptrace",
+        }
+    }
+}
+
+/// The backend for a request and why: asked for, or the cheapest the agent may use.
+pub fn choose(asked: v1::ProfileBackend, privileges: &Privileges) -> Result<(Backend, String), AgentError> {
+    let ebpf_ok = privileges.level >= Level::Ebpf;
+    match asked {
+        v1::ProfileBackend::Ebpf if !ebpf_ok => Err(AgentError::BackendUnavailable(
+            "the ebpf backend needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); the agent has neither: \
+             give it the ebpf level, or use --backend ptrace"
+                .into(),
+        )),
+        v1::ProfileBackend::Ebpf => Ok((Backend::Ebpf, "asked for".into())),
+        v1::ProfileBackend::Ptrace => Ok((Backend::Ptrace, "asked for".into())),
+        v1::ProfileBackend::Unspecified if ebpf_ok => {
+            Ok((Backend::Ebpf, "the agent may load BPF programs: counting in the kernel, no stops".into()))
+        }
+        v1::ProfileBackend::Unspecified => Ok((
+            Backend::Ptrace,
+            "the agent may not load BPF programs (no CAP_BPF/CAP_PERFMON): ptrace, which stops the target \
+             at every syscall"
+                .into(),
+        )),
+    }
+}
+
+/// What a finished profile hands to the conversion.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub counts: Counts,
+    pub pids: Vec<i32>,
+    pub elapsed: Duration,
+    /// Why it ended early, if it did.
+    pub partial: Option<String>,
+}
+
+/// What to profile, how, and how long.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub pids: Vec<i32>,
+    pub backend: Backend,
+    pub duration: Duration,
+    /// How often the tick callback gets a [`Progress`].
+    pub tick_every: Duration,
+}
+
+/// A tick: what has been counted so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+/// The profiles running in this agent.
+#[derive(Debug)]
+pub struct Profiles {
+    running: Mutex<HashMap<i32, (Backend, Instant)>>,
+    pub max_duration: Duration,
+    pub max_concurrent: usize,
+}
+
+/// How often a running profile looks at its client and its target.
+pub const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+impl Profiles {
+    pub fn new(max_duration: Duration, max_concurrent: usize) -> Self {
+        Self { running: Mutex::new(HashMap::new()), max_duration, max_concurrent }
+    }
+
+    /// Profiles the plan's pids for its duration, or until they all exit, or
+    /// `tick` returns false (the client went away): `tick` gets a progress every
+    /// `tick_every` and `None` in between, every [`CHECK_EVERY`]. `more_pids` is
+    /// asked now and then for processes that joined (a container's new
+    /// processes; ptrace follows forks by itself).
+    pub fn run(
+        &self,
+        plan: Plan,
+        alive: impl Fn(i32) -> bool,
+        more_pids: impl Fn() -> Vec<i32>,
+        mut tick: impl FnMut(Option<Progress>) -> bool,
+    ) -> Result<Outcome, AgentError> {
+        let Plan { pids, backend, duration, tick_every } = plan;
+        if duration > self.max_duration {
+            return Err(AgentError::InvalidArgument(format!(
+                "profiles are capped at {} s in this agent (--max-profile-duration); asked {} s",
+                self.max_duration.as_secs_f64(),
+                duration.as_secs_f64()
+            )));
+        }
+        let _claim = self.claim(&pids, backend)?;
+        let started = Instant::now();
+        let mut live = Live::start(backend, &pids)?;
+        let mut traced = pids.clone();
+        let mut next_tick = started + tick_every;
+        let mut next_rescan = started + Duration::from_secs(1);
+        let partial = loop {
+            std::thread::sleep(CHECK_EVERY.min(duration.saturating_sub(started.elapsed())));
+            let now = Instant::now();
+            if now.duration_since(started) >= duration {
+                break None;
+            }
+            if live.all_exited(&traced, &alive) {
+                break Some("the target exited before the end".to_string());
+            }
+            if now >= next_rescan {
+                next_rescan = now + Duration::from_secs(1);
+                let new: Vec<i32> = more_pids().into_iter().filter(|p| !traced.contains(p)).collect();
+                if !new.is_empty() && live.add(&new).is_ok() {
+                    traced.extend(new);
+                }
+            }
+            let progress = (now >= next_tick).then(|| {
+                next_tick = now + tick_every;
+                let c = live.snapshot();
+                Progress {
+                    elapsed: now.duration_since(started),
+                    calls: c.syscalls.iter().map(|s| s.calls).sum(),
+                    errors: c.syscalls.iter().map(|s| s.errors).sum(),
+                }
+            });
+            if !tick(progress) {
+                break Some("the client went away".to_string());
+            }
+        };
+        let counts = live.finish()?;
+        Ok(Outcome { counts, pids: traced, elapsed: started.elapsed(), partial })
+    }
+
+    fn claim(&self, pids: &[i32], backend: Backend) -> Result<Claim<'_>, AgentError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((pid, (b, since))) = pids.iter().find_map(|p| running.get(p).map(|r| (*p, *r))) {
+            return Err(AgentError::ProfileBusy { pid, backend: b.name(), secs: since.elapsed().as_secs() });
+        }
+        let profiles = running.values().map(|(_, t)| *t).collect::<std::collections::HashSet<_>>().len();
+        if profiles >= self.max_concurrent {
+            return Err(AgentError::TooManyProfiles { max: self.max_concurrent });
+        }
+        let now = Instant::now();
+        for &p in pids {
+            running.insert(p, (backend, now));
+        }
+        Ok(Claim { profiles: self, pids: pids.to_vec() })
+    }
+}
+
+/// Releases the claimed pids on every path out of `run`, panics included.
+struct Claim<'a> {
+    profiles: &'a Profiles,
+    pids: Vec<i32>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut running = self.profiles.running.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &self.pids {
+            running.remove(p);
+        }
+    }
+}
+
+/// A backend at work.
+enum Live {
+    Ebpf(ebpf::Counter),
+    /// One tracer per process asked for (each follows its threads and forks).
+    Ptrace(Vec<ptrace::Session>),
+}
+
+impl Live {
+    fn start(backend: Backend, pids: &[i32]) -> Result<Self, AgentError> {
+        match backend {
+            Backend::Ebpf => {
+                let ns = ebpf::pidns_of_self().map_err(|e| AgentError::Profile(format!("own pid namespace: {e}")))?;
+                let tgids: Vec<u32> = pids.iter().map(|&p| p as u32).collect();
+                ebpf::Counter::attach(ns, &tgids).map(Live::Ebpf).map_err(ebpf_error)
+            }
+            Backend::Ptrace => {
+                let mut sessions = Vec::with_capacity(pids.len());
+                for &pid in pids {
+                    match ptrace::start(pid) {
+                        Ok(s) => sessions.push(s),
+                        // A container's process that exited meanwhile is not an error.
+                        Err(ptrace::PtraceError::Gone { .. }) if pids.len() > 1 => {}
+                        // Dropping the sessions started so far detaches them.
+                        Err(e) => return Err(ptrace_error(e)),
+                    }
+                }
+                Ok(Live::Ptrace(sessions))
+            }
+        }
+    }
+
+    fn add(&mut self, pids: &[i32]) -> Result<(), AgentError> {
+        match self {
+            Live::Ebpf(c) => c.add_tgids(&pids.iter().map(|&p| p as u32).collect::<Vec<_>>()).map_err(ebpf_error),
+            Live::Ptrace(sessions) => {
+                for &pid in pids {
+                    if let Ok(s) = ptrace::start(pid) {
+                        sessions.push(s);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Counts {
+        match self {
+            Live::Ebpf(c) => c.read().unwrap_or_default(),
+            Live::Ptrace(sessions) => merge(sessions.iter().map(|s| s.snapshot())),
+        }
+    }
+
+    fn all_exited(&self, pids: &[i32], alive: &impl Fn(i32) -> bool) -> bool {
+        match self {
+            Live::Ebpf(_) => !pids.iter().any(|&p| alive(p)),
+            Live::Ptrace(sessions) => sessions.iter().all(|s| s.target_exited()),
+        }
+    }
+
+    fn finish(self) -> Result<Counts, AgentError> {
+        match self {
+            Live::Ebpf(c) => c.read().map_err(ebpf_error), // dropping it detaches
+            Live::Ptrace(sessions) => {
+                let mut all = Vec::with_capacity(sessions.len());
+                let mut first_error = None;
+                for s in sessions {
+                    match s.stop() {
+                        Ok(o) => all.push(o.counts),
+                        Err(e) => first_error = first_error.or(Some(e)),
+                    }
+                }
+                match first_error {
+                    Some(e) if all.is_empty() => Err(ptrace_error(e)),
+                    _ => Ok(merge(all.into_iter())),
+                }
+            }
+        }
+    }
+}
+
+fn merge(parts: impl Iterator<Item = Counts>) -> Counts {
+    let mut out = Counts::default();
+    for c in parts {
+        out.syscalls.extend(c.syscalls);
+        out.errnos.extend(c.errnos);
+        out.lost += c.lost;
+    }
+    out
+}
+
+fn ebpf_error(e: ebpf::BpfError) -> AgentError {
+    match e {
+        ebpf::BpfError::PermissionDenied(why) => AgentError::BackendUnavailable(why),
+        e => AgentError::Profile(e.to_string()),
+    }
+}
+
+fn ptrace_error(e: ptrace::PtraceError) -> AgentError {
+    match e {
+        ptrace::PtraceError::AlreadyTraced { pid, tracer_pid } => AgentError::AlreadyTraced { pid, tracer_pid },
+        ptrace::PtraceError::Gone { pid } => AgentError::ProcessNotFound { pid },
+        e @ ptrace::PtraceError::PermissionDenied { .. } => AgentError::BackendUnavailable(e.to_string()),
+        e => AgentError::Profile(e.to_string()),
+    }
+}

@@ -1,0 +1,101 @@
+//! A syscall profile's target with exact counts: `osl-syscalls [GETPPID OPENAT]`.
+//!
+//! Prints `ready PID`, then obeys stdin lines:
+//! - `go`: 4 threads (created at startup) together make exactly GETPPID (2000) `getppid`
+//!   and OPENAT (500) `openat` of a nonexistent path (ENOENT), then it prints `done`;
+//! - `sigs`: prints `usr1 N rt M`, the numbers of SIGUSR1 and SIGRTMIN handled so far;
+//! - `exec`: a non-leader thread execs `/bin/sh`, which prints `execed` and exits 0 at stdin EOF.
+//!
+//! Exits 0 at stdin EOF.
+
+#![allow(unsafe_code)] // raw syscalls and signal handlers: that is the point of it
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+const THREADS: usize = 4;
+
+static USR1: AtomicU64 = AtomicU64::new(0);
+static RTMIN: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let counter = if sig == libc::SIGUSR1 { &USR1 } else { &RTMIN };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn work(getppid: usize, openat: usize) {
+    let path = c"/nonexistent/osl-ptrace-workload";
+    let per_thread = getppid / THREADS;
+    let open_every = getppid / openat;
+    for i in 0..per_thread {
+        // SAFETY: getppid takes no arguments.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+        if i % open_every == 0 {
+            // SAFETY: openat reads a valid NUL-terminated path.
+            let ret = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+            assert_eq!(ret, -1);
+            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOENT));
+        }
+    }
+}
+
+fn main() {
+    let arg = |i: usize, default: usize| std::env::args().nth(i).map_or(default, |a| a.parse().expect("a count"));
+    let (getppid, openat) = (arg(1, 2000), arg(2, 500));
+    assert!(
+        getppid.is_multiple_of(THREADS)
+            && openat > 0
+            && getppid.is_multiple_of(openat)
+            && (getppid / THREADS).is_multiple_of(getppid / openat)
+    );
+    for sig in [libc::SIGUSR1, libc::SIGRTMIN()] {
+        // SAFETY: the handler only touches atomics; SA_RESTART keeps reads on stdin going.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
+        }
+    }
+    let start = Arc::new(Barrier::new(THREADS + 1));
+    let mut workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                work(getppid, openat);
+            })
+        })
+        .collect();
+
+    let mut out = std::io::stdout();
+    writeln!(out, "ready {}", std::process::id()).unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        match line.unwrap().trim() {
+            "go" if !workers.is_empty() => {
+                start.wait();
+                workers.drain(..).for_each(|w| w.join().unwrap());
+                writeln!(out, "done").unwrap();
+            }
+            "sigs" => {
+                writeln!(out, "usr1 {} rt {}", USR1.load(Ordering::Relaxed), RTMIN.load(Ordering::Relaxed)).unwrap()
+            }
+            "exec" => {
+                thread::spawn(|| {
+                    let sh = c"/bin/sh";
+                    let script = c"echo execed; read x; exit 0";
+                    let argv = [c"sh".as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
+                    // SAFETY: NUL-terminated strings and a NULL-terminated argv, all 'static.
+                    unsafe { libc::execv(sh.as_ptr(), argv.as_ptr()) };
+                    panic!("execv: {}", std::io::Error::last_os_error());
+                });
+            }
+            _ => {}
+        }
+        out.flush().unwrap();
+    }
+}

@@ -1,0 +1,220 @@
+//! Syscall profiles through the agent's API: exact counts from both backends on
+//! the same deterministic workload, strace's names, findings, one profile per
+//! process, and a partial result when the target dies.
+
+use osl_agent::Agent;
+use osl_agent::error::AgentError;
+use osl_agent::snapshot::Roots;
+use osl_proto::v1;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+struct Workload {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+    pid: i32,
+}
+
+impl Workload {
+    fn spawn(getppid: u32, openat: u32) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_osl-syscalls"))
+            .args([getppid.to_string(), openat.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready"), "{line:?}");
+        let pid = child.id() as i32;
+        Self { child, stdin, out, pid }
+    }
+
+    /// Sends "go" once the profile has started, and waits for "done".
+    fn go_after(&mut self, delay: Duration) -> std::thread::JoinHandle<()> {
+        let mut stdin = self.stdin.try_clone_for_test();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            writeln!(stdin, "go").unwrap();
+        })
+    }
+
+    fn expect_done(&mut self) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+trait CloneStdin {
+    fn try_clone_for_test(&self) -> std::fs::File;
+}
+
+impl CloneStdin for ChildStdin {
+    fn try_clone_for_test(&self) -> std::fs::File {
+        use std::os::fd::AsFd;
+        std::fs::File::from(self.as_fd().try_clone_to_owned().unwrap())
+    }
+}
+
+fn request(pid: i32, backend: v1::ProfileBackend, duration_msec: u32) -> v1::ProfileSyscallsRequest {
+    v1::ProfileSyscallsRequest {
+        pid,
+        duration_msec,
+        backend: backend as i32,
+        threads: true,
+        progress_msec: 200,
+        ..Default::default()
+    }
+}
+
+fn stat<'a>(p: &'a v1::SyscallProfile, name: &str) -> &'a v1::SyscallStat {
+    p.syscalls.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} not in {:#?}", p.syscalls))
+}
+
+/// The workload's exact counts, whichever backend counted them.
+fn assert_exact(p: &v1::SyscallProfile, getppid: u64, openat: u64, pid: i32) {
+    assert!(!p.partial, "{}", p.partial_reason);
+    assert_eq!(p.lost_events, 0);
+    let g = stat(p, "getppid");
+    assert_eq!((g.calls, g.errors), (getppid, 0));
+    let o = stat(p, "openat");
+    assert_eq!((o.calls, o.errors), (openat, openat));
+    assert_eq!(o.errnos, [v1::Count { name: "ENOENT".into(), count: openat }]);
+    assert!(g.min_nsec <= g.max_nsec && g.total_nsec >= g.calls * g.min_nsec);
+    // Four workers made them all, a quarter each; the main thread none.
+    let workers: Vec<&v1::ThreadProfile> =
+        p.threads.iter().filter(|t| t.syscalls.iter().any(|s| s.name == "getppid")).collect();
+    assert_eq!(workers.len(), 4, "{:#?}", p.threads);
+    for t in workers {
+        assert_eq!(t.pid, pid);
+        assert_ne!(t.tid, pid);
+        let n = t.syscalls.iter().find(|s| s.name == "getppid").unwrap().calls;
+        assert_eq!(n, getppid / 4);
+    }
+    let storm = p.findings.iter().find(|f| f.id == "syscall.error_storm").expect("the ENOENT storm is a finding");
+    assert!(storm.message.starts_with(&format!("openat failed {openat} of {openat} calls")), "{}", storm.message);
+    assert_eq!(p.pids, [pid]);
+    assert_eq!(p.arch, std::env::consts::ARCH);
+}
+
+#[test]
+fn ptrace_counts_exactly_through_the_agent() {
+    let agent = Agent::new(&Roots::default());
+    let mut w = Workload::spawn(2000, 500);
+    let go = w.go_after(Duration::from_millis(300));
+    let mut ticks = 0;
+    let p = agent
+        .profile_syscalls(request(w.pid, v1::ProfileBackend::Ptrace, 1500), |t| {
+            ticks += t.is_some() as u32;
+            true
+        })
+        .unwrap();
+    go.join().unwrap();
+    w.expect_done();
+    assert_eq!(p.backend, v1::ProfileBackend::Ptrace as i32);
+    assert_eq!(p.backend_reason, "asked for");
+    assert_exact(&p, 2000, 500, w.pid);
+    assert!(ticks >= 5, "progress every 200 ms over 1.5 s: {ticks}");
+}
+
+#[test]
+fn a_second_profile_of_the_same_process_is_refused_and_a_dead_target_gives_a_partial_result() {
+    let agent = std::sync::Arc::new(Agent::new(&Roots::default()));
+    let mut w = Workload::spawn(2000, 500);
+    let pid = w.pid;
+    let first = {
+        let agent = agent.clone();
+        std::thread::spawn(move || agent.profile_syscalls(request(pid, v1::ProfileBackend::Ptrace, 10_000), |_| true))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let second = agent.profile_syscalls(request(pid, v1::ProfileBackend::Ptrace, 1000), |_| true);
+    match second {
+        Err(e @ AgentError::ProfileBusy { .. }) => {
+            assert!(e.to_string().starts_with(&format!("process {pid} is already being profiled (ptrace")), "{e}");
+            assert_eq!(osl_agent::convert::status_from(&e).code(), tonic::Code::FailedPrecondition);
+        }
+        other => panic!("the second profile ran: {other:?}"),
+    }
+    w.child.kill().unwrap();
+    let p = first.join().unwrap().unwrap();
+    assert!(p.partial);
+    assert_eq!(p.partial_reason, "the target exited before the end");
+    assert!(p.duration_msec < 5000, "ended with the target: {} ms", p.duration_msec);
+    // Free again once the first ended.
+    let again = agent.profile_syscalls(request(pid, v1::ProfileBackend::Ptrace, 100), |_| true);
+    assert!(matches!(again, Err(AgentError::ProcessNotFound { .. })), "{again:?}");
+}
+
+#[test]
+fn a_client_that_goes_away_ends_the_profile_and_the_target_runs_on() {
+    let agent = Agent::new(&Roots::default());
+    let mut w = Workload::spawn(2000, 500);
+    let started = std::time::Instant::now();
+    let mut checks = 0;
+    let p = agent
+        .profile_syscalls(request(w.pid, v1::ProfileBackend::Ptrace, 30_000), |_| {
+            checks += 1;
+            checks < 10
+        })
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(p.partial);
+    assert_eq!(p.partial_reason, "the client went away");
+    writeln!(w.stdin, "go").unwrap();
+    w.expect_done();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap();
+    assert!(status.contains("TracerPid:\t0\n"), "detached");
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let agent = Agent::new(&Roots::default()).with_profile_limits(Duration::from_secs(10), 4);
+    let me = std::process::id() as i32;
+    let err = |req| agent.profile_syscalls(req, |_| true).unwrap_err().to_string();
+    assert_eq!(
+        err(request(me, v1::ProfileBackend::Ptrace, 1000)),
+        "invalid argument: the agent does not profile itself"
+    );
+    let w = Workload::spawn(2000, 500);
+    assert_eq!(
+        err(request(w.pid, v1::ProfileBackend::Ptrace, 11_000)),
+        "invalid argument: profiles are capped at 10 s in this agent (--max-profile-duration); asked 11 s"
+    );
+    assert_eq!(
+        err(request(0, v1::ProfileBackend::Ptrace, 1000)),
+        "invalid argument: profile what? give a pid or a container id"
+    );
+    assert_eq!(err(request(999_999_999, v1::ProfileBackend::Ptrace, 1000)), "process 999999999 not found");
+    let bad_backend = v1::ProfileSyscallsRequest { backend: 9, ..request(w.pid, v1::ProfileBackend::Ptrace, 1000) };
+    assert_eq!(err(bad_backend), "invalid argument: unknown backend 9");
+}
+
+#[test]
+fn ebpf_counts_exactly_in_the_kernel_without_stopping_the_target() {
+    if !crate::support::privileged("ebpf_counts_exactly_in_the_kernel_without_stopping_the_target") {
+        return;
+    }
+    let agent = Agent::new(&Roots::default());
+    let mut w = Workload::spawn(20_000, 5_000);
+    let go = w.go_after(Duration::from_millis(300));
+    let p = agent.profile_syscalls(request(w.pid, v1::ProfileBackend::Unspecified, 1500), |_| true).unwrap();
+    go.join().unwrap();
+    w.expect_done();
+    assert_eq!(p.backend, v1::ProfileBackend::Ebpf as i32, "root may load BPF: the agent picks ebpf");
+    assert!(p.backend_reason.contains("no stops"), "{}", p.backend_reason);
+    assert_exact(&p, 20_000, 5_000, w.pid);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap();
+    assert!(status.contains("TracerPid:\t0\n"), "never traced");
+}
