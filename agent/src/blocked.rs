@@ -56,6 +56,34 @@ pub const NOT_IN_SYSCALL: &str = "(in kernel, not in a syscall)";
 const SLEEPING_UNKNOWN: &str = "(blocked; syscall unknown without ptrace access)";
 
 /// Samples the process at `pid_dir` `rate_hz` times a second for `duration`.
+/// Samples several processes at once (a thread each, at most [`SAMPLE_ALL_THREADS`]
+/// at a time), for `diagnose`'s short look at what everything is blocked in.
+pub fn sample_all(
+    proc_root: &Path,
+    pids: &[i32],
+    duration: Duration,
+    rate_hz: u32,
+) -> std::collections::BTreeMap<i32, Result<Sampled, ReadError>> {
+    let mut out = std::collections::BTreeMap::new();
+    for chunk in pids.chunks(SAMPLE_ALL_THREADS) {
+        std::thread::scope(|s| {
+            let running: Vec<_> = chunk
+                .iter()
+                .map(|&pid| (pid, s.spawn(move || sample(&proc_root.join(pid.to_string()), duration, rate_hz))))
+                .collect();
+            for (pid, handle) in running {
+                if let Ok(result) = handle.join() {
+                    out.insert(pid, result);
+                }
+            }
+        });
+    }
+    out
+}
+
+/// Sampler threads at once in [`sample_all`]; more processes take another round.
+pub const SAMPLE_ALL_THREADS: usize = 64;
+
 pub fn sample(pid_dir: &Path, duration: Duration, rate_hz: u32) -> Result<Sampled, ReadError> {
     let dir = open_dir(pid_dir)?;
     let task_path = pid_dir.join("task");

@@ -95,6 +95,8 @@ pub fn process(p: &model::Process) -> v1::Process {
         tracer_pid: p.tracer_pid,
         cgroup_path: p.container_cgroup().map(|c| escape(c.path.as_bytes())).unwrap_or_default(),
         container_id: p.container_id().unwrap_or_default(),
+        container_name: String::new(), // the CLI knows it
+        blocked: None,                 // diagnose fills it when asked
         exited_mid_read: p.exited_mid_read,
         unavailable: unavailable_all(&p.unavailable),
         fd_summary: p.fd_summary.as_ref().map(fd_summary),

@@ -186,8 +186,30 @@ impl Agent {
     }
 
     pub fn diagnose(&self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse> {
+        const MAX_SAMPLE_MSEC: u32 = 5000;
+        if req.blocked_sample_msec > MAX_SAMPLE_MSEC {
+            return Err(AgentError::InvalidArgument(format!(
+                "the blocked-on sample inside diagnose is capped at {MAX_SAMPLE_MSEC} ms (asked {}); \
+                 use SampleBlocked for longer",
+                req.blocked_sample_msec
+            )));
+        }
         let snapshot = self.collector.snapshot(&filter_from(req.filter)?, self.sampler.as_deref())?;
-        Ok(convert::snapshot(&snapshot, self.info()))
+        let mut resp = convert::snapshot(&snapshot, self.info());
+        if req.blocked_sample_msec > 0 {
+            let root = self.collector.proc_reader().root();
+            let duration = Duration::from_millis(req.blocked_sample_msec.into());
+            let me = std::process::id() as i32;
+            let pids: Vec<i32> =
+                snapshot.processes.iter().filter(|p| !p.kernel_thread && p.pid != me).map(|p| p.pid).collect();
+            let samples = crate::blocked::sample_all(root, &pids, duration, 100);
+            for p in &mut resp.processes {
+                if let Some(Ok(s)) = samples.get(&p.pid) {
+                    p.blocked = convert::blocked(s, v1::AgentInfo::default()).total;
+                }
+            }
+        }
+        Ok(resp)
     }
 
     pub fn list_processes(&self, req: v1::ListProcessesRequest) -> Result<v1::ListProcessesResponse> {

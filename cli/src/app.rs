@@ -1,32 +1,161 @@
-//! What each subcommand does: ask the backend, render, choose the exit code.
+//! What each subcommand does: find the agent (a pod's, through the API server;
+//! --agent; or --local), ask it, render, choose the exit code.
 
-use crate::args::{Cli, Command, DiagnoseArgs, FailOn, Output, ProfileBackend, Selection};
+use crate::args::{Cli, Command, DiagnoseArgs, FailOn, Level, Output, ProfileBackend, Selection};
 use crate::backend::Backend;
 use crate::error::{CliError, code};
+use crate::k8s::{Cluster, agent, attach, target};
 use crate::render;
+use k8s_openapi::api::core::v1::Pod;
 use osl_proto::v1;
+use std::collections::HashMap;
 
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
     let target = match &cli.command {
-        Command::Diagnose(a) | Command::Mem(a) => &a.selection.target,
-        Command::Ps(s) => &s.target,
-        Command::Fds(f) => &f.target,
-        Command::Blocked(b) => &b.target,
-        Command::Strace(s) => &s.target,
-        Command::Reports(r) => &r.split(cli.conn.agent.is_some() || cli.conn.local).0.cloned(),
+        Command::Diagnose(a) | Command::Mem(a) => a.selection.target.clone(),
+        Command::Ps(s) => s.target.clone(),
+        Command::Fds(f) => f.target.clone(),
+        Command::Blocked(b) => b.target.clone(),
+        Command::Strace(s) => s.target.clone(),
+        Command::Attach(a) => Some(a.target.clone()),
+        Command::Reports(r) => r.split(cli.conn.agent.is_some() || cli.conn.local).0.cloned(),
     };
-    if let Some(target) = target {
-        return Err(CliError::Usage(format!(
-            "cannot resolve {target:?}: Kubernetes targets are not supported by this build yet; \
-             port-forward to the agent and use --agent HOST:PORT, or use --local"
-        )));
-    }
     if cli.output == Output::Seccomp && !matches!(cli.command, Command::Strace(_)) {
         return Err(CliError::Usage(
             "-o seccomp turns a syscall profile into a seccomp profile: use it with strace".into(),
         ));
     }
-    let mut backend = connect(&cli).await?;
+    let direct = cli.conn.agent.is_some() || cli.conn.local;
+    if direct && (target.is_some() || cli.kube.selector.is_some()) {
+        return Err(CliError::Usage(
+            "--agent and --local ask one agent directly: drop the pod target (or drop --agent/--local to go through Kubernetes)"
+                .into(),
+        ));
+    }
+    if !direct && (target.is_some() || cli.kube.selector.is_some()) {
+        return run_in_cluster(&cli, target.as_deref()).await;
+    }
+    if matches!(cli.command, Command::Attach(_)) {
+        return Err(CliError::Usage("attach needs a pod: kubectl osl attach pod/NAME".into()));
+    }
+    let backend = connect(&cli).await?;
+    ask(&cli, backend, &HashMap::new()).await
+}
+
+/// A pod target or selector: resolve it to running pods, reach each one's agent
+/// through a port-forward, and ask.
+async fn run_in_cluster(cli: &Cli, target: Option<&str>) -> Result<u8, CliError> {
+    let target = target.map(target::parse).transpose()?;
+    let cluster = Cluster::connect(&cli.kube).await?;
+    let pods = target::resolve(&cluster, target.as_ref(), cli.kube.selector.as_deref()).await?;
+    let described = target
+        .as_ref()
+        .map_or_else(|| format!("-l {}", cli.kube.selector.clone().unwrap_or_default()), ToString::to_string);
+    if let Command::Attach(a) = &cli.command {
+        let pod = single(&pods, &described)?;
+        let (found, added) = attach::attach(&cluster, pod, a.container.as_deref(), &a.image, a.level, a.wait).await?;
+        let (mut backend, _) = reach(&cluster, pod, &found, a.wait).await?;
+        let procs = backend.list_processes(v1::ListProcessesRequest::default()).await?;
+        let name = agent::pod_name(pod);
+        println!(
+            "{} pod/{name}: the agent sees {} processes\nnext: kubectl osl diagnose pod/{name} -n {}",
+            if added { "attached to" } else { "already attached to" },
+            procs.processes.len(),
+            pod.metadata.namespace.as_deref().unwrap_or(&cluster.namespace)
+        );
+        return Ok(code::OK);
+    }
+    if let Command::Diagnose(args) = &cli.command
+        && pods.len() > 1
+    {
+        return crate::fanout::diagnose(cli, &cluster, pods, args).await;
+    }
+    let pod = single(&pods, &described)?;
+    let attach_level = matches!(&cli.command, Command::Diagnose(a) if a.attach).then_some(Level::Ptrace);
+    let (backend, names) = pod_backend(&cluster, pod, attach_level, cli.conn.timeout).await?;
+    ask(cli, backend, &names).await
+}
+
+fn single<'a>(pods: &'a [Pod], described: &str) -> Result<&'a Pod, CliError> {
+    match pods {
+        [one] => Ok(one),
+        many => {
+            let names: Vec<String> = many.iter().map(|p| format!("pod/{}", agent::pod_name(p))).collect();
+            Err(CliError::Usage(format!(
+                "{described} has {} running pods; this command asks one: pick one of {}",
+                many.len(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// The pod's agent (attached first when `attach` says so) and its container names.
+pub async fn pod_backend(
+    cluster: &Cluster,
+    pod: &Pod,
+    attach: Option<Level>,
+    timeout: std::time::Duration,
+) -> Result<(Backend, HashMap<String, String>), CliError> {
+    let name = agent::pod_name(pod);
+    let found = match (agent::find(pod), attach) {
+        (Some(a), _) if a.running => a,
+        (_, Some(level)) => {
+            attach::attach(cluster, pod, None, attach::DEFAULT_IMAGE, level, std::time::Duration::from_secs(60))
+                .await?
+                .0
+        }
+        (Some(a), None) => {
+            return Err(CliError::NotFound {
+                message: format!("the agent container {} in pod {name} is not running", a.container),
+            });
+        }
+        (None, None) => {
+            return Err(CliError::NotFound {
+                message: format!(
+                    "no osl agent in pod {name} (no container named {} and no {} annotation): \
+                     add one without a restart with `kubectl osl attach pod/{name}`, or use diagnose --attach",
+                    agent::AGENT_CONTAINER,
+                    agent::PORT_ANNOTATION
+                ),
+            });
+        }
+    };
+    reach(cluster, pod, &found, timeout).await
+}
+
+/// Connects through a port-forward, retrying while a just-started agent comes up.
+async fn reach(
+    cluster: &Cluster,
+    pod: &Pod,
+    found: &agent::AgentRef,
+    within: std::time::Duration,
+) -> Result<(Backend, HashMap<String, String>), CliError> {
+    let deadline = std::time::Instant::now() + within;
+    let pod = refreshed(cluster, pod).await.unwrap_or_else(|| pod.clone());
+    loop {
+        match agent::connect(cluster, &pod, found).await {
+            Ok((client, forward)) => {
+                let addr = format!("pod/{} (container {})", agent::pod_name(&pod), found.container);
+                return Ok((Backend::forwarded(addr, client, forward), agent::container_names(&pod)));
+            }
+            Err(e @ CliError::CannotConnect { .. }) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pod as it is now (an attach adds statuses).
+async fn refreshed(cluster: &Cluster, pod: &Pod) -> Option<Pod> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| cluster.namespace.clone());
+    kube::Api::<Pod>::namespaced(cluster.client.clone(), &ns).get(&agent::pod_name(pod)).await.ok()
+}
+
+/// Asks the agent what the command wants; `names` puts container names on processes.
+async fn ask(cli: &Cli, mut backend: Backend, names: &HashMap<String, String>) -> Result<u8, CliError> {
     let view = render::View::detect(cli.output);
     match &cli.command {
         Command::Blocked(args) => {
@@ -43,7 +172,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             let req = v1::ProfileSyscallsRequest {
                 pid: args.pid.unwrap_or(0),
                 start_time_ticks: None,
-                container_id: args.container.clone().unwrap_or_default(),
+                container_id: container_id(args.container.as_ref(), names),
                 duration_msec: u32::try_from(args.duration.as_millis()).unwrap_or(u32::MAX),
                 backend: match args.backend {
                     ProfileBackend::Auto => v1::ProfileBackend::Unspecified,
@@ -77,19 +206,24 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             view.fds(&resp)?;
             Ok(code::OK)
         }
+        Command::Attach(_) => unreachable!("attach is answered in run_in_cluster"),
         Command::Ps(selection) => {
-            let filter = filter(selection);
-            let resp = backend.list_processes(v1::ListProcessesRequest { filter: Some(filter) }).await?;
+            let filter = filter(selection, names);
+            let mut resp = backend.list_processes(v1::ListProcessesRequest { filter: Some(filter) }).await?;
+            agent::name_containers(names, &mut resp.processes, &mut []);
             view.processes(&resp)?;
             Ok(code::OK)
         }
         Command::Diagnose(args) => {
-            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter(&args.selection)) }).await?;
+            let mut resp = backend.diagnose(diagnose_request(args, names)).await?;
+            agent::name_containers(names, &mut resp.processes, &mut resp.containers);
             view.diagnose(&resp)?;
             Ok(exit_for(args, &resp.findings))
         }
         Command::Mem(args) => {
-            let resp = backend.diagnose(v1::DiagnoseRequest { filter: Some(filter(&args.selection)) }).await?;
+            let req = v1::DiagnoseRequest { filter: Some(filter(&args.selection, names)), blocked_sample_msec: 0 };
+            let mut resp = backend.diagnose(req).await?;
+            agent::name_containers(names, &mut resp.processes, &mut resp.containers);
             view.memory(&resp)?;
             Ok(exit_for(args, &resp.findings))
         }
@@ -97,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
 }
 
 async fn connect(cli: &Cli) -> Result<Backend, CliError> {
+    // (pod targets go through run_in_cluster)
     if let Some(addr) = &cli.conn.agent {
         return Backend::connect(addr, cli.conn.timeout).await;
     }
@@ -112,12 +247,26 @@ async fn connect(cli: &Cli) -> Result<Backend, CliError> {
     Err(CliError::Usage("no agent to ask: give --agent HOST:PORT, or --local to read this machine".into()))
 }
 
-fn filter(s: &Selection) -> v1::Filter {
-    v1::Filter { pids: s.pids.clone(), container_id: s.container.clone().unwrap_or_default() }
+pub fn diagnose_request(args: &DiagnoseArgs, names: &HashMap<String, String>) -> v1::DiagnoseRequest {
+    v1::DiagnoseRequest {
+        filter: Some(filter(&args.selection, names)),
+        blocked_sample_msec: u32::try_from(args.blocked.as_millis()).unwrap_or(u32::MAX),
+    }
+}
+
+/// The request's filter; a container given by name (in a pod) becomes its id.
+pub fn filter(s: &Selection, names: &HashMap<String, String>) -> v1::Filter {
+    v1::Filter { pids: s.pids.clone(), container_id: container_id(s.container.as_ref(), names) }
+}
+
+/// A container named as in the pod spec, or by (a prefix of) its id.
+fn container_id(container: Option<&String>, names: &HashMap<String, String>) -> String {
+    let Some(c) = container else { return String::new() };
+    names.iter().find(|(_, name)| *name == c).map_or_else(|| c.clone(), |(id, _)| id.clone())
 }
 
 /// 1 when a finding is at or above `--fail-on`, else 0.
-fn exit_for(args: &DiagnoseArgs, findings: &[v1::Finding]) -> u8 {
+pub fn exit_for(args: &DiagnoseArgs, findings: &[v1::Finding]) -> u8 {
     let Some(fail_on) = args.fail_on else { return code::OK };
     let threshold = match fail_on {
         FailOn::Warn => v1::Severity::Warn,

@@ -25,6 +25,8 @@ Exit codes:
 pub struct Cli {
     #[command(flatten)]
     pub conn: Connection,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
     pub output: Output,
@@ -49,6 +51,26 @@ pub struct Connection {
     /// With --local: a directory laid out like /sys/fs/cgroup, tried first.
     #[arg(long, global = true, hide = true)]
     pub cgroup_root: Option<PathBuf>,
+}
+
+/// Which cluster and namespace, as kubectl takes them.
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// The namespace (default: the context's, else "default").
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The kubeconfig file (default: KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// With -l: pods of every namespace.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    /// Pods by label selector (e.g. app=web), instead of a target.
+    #[arg(short = 'l', long, global = true)]
+    pub selector: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,11 +105,43 @@ pub enum Command {
     /// calls, errors (and which errnos), time per syscall. In the kernel (ebpf,
     /// no stops) when the agent may, else with ptrace (stops at every syscall).
     Strace(StraceArgs),
+    /// Add the agent to a running pod as an ephemeral container (no restart),
+    /// sharing the PID namespace of one of its containers; reuses an agent that
+    /// is already there (ephemeral containers cannot be removed).
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// pod/NAME or NAME (or a workload with one running pod).
+    pub target: String,
+    /// The container whose processes the agent sees (default: the pod's first).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// The agent's image.
+    #[arg(long, default_value = crate::k8s::attach::DEFAULT_IMAGE)]
+    pub image: String,
+    /// What the agent may do: basic (no capabilities), ptrace (+SYS_PTRACE,
+    /// DAC_READ_SEARCH: every process's fds and smaps, ptrace profiles), ebpf
+    /// (+BPF, PERFMON: in-kernel syscall counting).
+    #[arg(long, value_enum, default_value = "ptrace")]
+    pub level: Level,
+    /// How long to wait for the agent's container to start.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    Basic,
+    Ptrace,
+    Ebpf,
 }
 
 #[derive(Debug, Args)]
 pub struct StraceArgs {
-    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    /// What to diagnose: pod/NAME, NAME, deployment/NAME, statefulset/NAME, daemonset/NAME,
+    /// replicaset/NAME or job/NAME (or -l SELECTOR); not with --agent or --local.
     pub target: Option<String>,
     /// The process.
     #[arg(long, required_unless_present = "container", conflicts_with = "container")]
@@ -115,7 +169,8 @@ pub enum ProfileBackend {
 
 #[derive(Debug, Args)]
 pub struct BlockedArgs {
-    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    /// What to diagnose: pod/NAME, NAME, deployment/NAME, statefulset/NAME, daemonset/NAME,
+    /// replicaset/NAME or job/NAME (or -l SELECTOR); not with --agent or --local.
     pub target: Option<String>,
     #[arg(long)]
     pub pid: i32,
@@ -129,7 +184,7 @@ pub struct BlockedArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportsArgs {
-    /// `[pod/NAME] [ID]`: the pod (needs Kubernetes support; with --agent or --local
+    /// `[pod/NAME] [ID]`: the pod (with --agent or --local
     /// there is none) and a report id from the list.
     #[arg(num_args = 0..=2, value_name = "TARGET|ID")]
     pub args: Vec<String>,
@@ -149,7 +204,8 @@ impl ReportsArgs {
 
 #[derive(Debug, Args)]
 pub struct FdsArgs {
-    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    /// What to diagnose: pod/NAME, NAME, deployment/NAME, statefulset/NAME, daemonset/NAME,
+    /// replicaset/NAME or job/NAME (or -l SELECTOR); not with --agent or --local.
     pub target: Option<String>,
     /// The process.
     #[arg(long)]
@@ -180,12 +236,13 @@ fn parse_tcp_state(value: &str) -> Result<i32, String> {
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// What to diagnose: pod/NAME or NAME (needs Kubernetes support; use --agent or --local).
+    /// What to diagnose: pod/NAME, NAME, deployment/NAME, statefulset/NAME, daemonset/NAME,
+    /// replicaset/NAME or job/NAME (or -l SELECTOR); not with --agent or --local.
     pub target: Option<String>,
     /// Only these processes (repeat or comma-separate).
     #[arg(long = "pid", value_delimiter = ',')]
     pub pids: Vec<i32>,
-    /// Only processes of this container (its id, or a prefix of it).
+    /// Only processes of this container: its name (with a pod target), or its id or a prefix of it.
     #[arg(long)]
     pub container: Option<String>,
 }
@@ -194,6 +251,13 @@ pub struct Selection {
 pub struct DiagnoseArgs {
     #[command(flatten)]
     pub selection: Selection,
+    /// A pod without an agent gets one attached (see `attach`; level ptrace).
+    #[arg(long)]
+    pub attach: bool,
+    /// Also sample for this long what each process's threads are blocked in
+    /// (100 Hz from /proc, no stops; 0s: not; at most 5s).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub blocked: Duration,
     /// Exit 1 if there is a finding at or above this severity.
     #[arg(long, value_enum)]
     pub fail_on: Option<FailOn>,

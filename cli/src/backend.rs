@@ -11,6 +11,8 @@ pub enum Backend {
     Remote {
         addr: String,
         client: DiagnosticsClient<Channel>,
+        /// The port-forward carrying the connection, for an agent in a pod.
+        _forward: Option<Box<kube::api::Portforwarder>>,
     },
     #[cfg(target_os = "linux")]
     Local(std::sync::Arc<osl_agent::Agent>),
@@ -31,7 +33,12 @@ impl Backend {
             .await
             .map_err(|e| CliError::CannotConnect { addr: addr.to_string(), source: Box::new(e) })?;
         let client = DiagnosticsClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        Ok(Self::Remote { addr: addr.to_string(), client })
+        Ok(Self::Remote { addr: addr.to_string(), client, _forward: None })
+    }
+
+    /// An agent in a pod, through a port-forward.
+    pub fn forwarded(addr: String, client: DiagnosticsClient<Channel>, forward: kube::api::Portforwarder) -> Self {
+        Self::Remote { addr, client, _forward: Some(Box::new(forward)) }
     }
 
     #[cfg(target_os = "linux")]
@@ -41,7 +48,7 @@ impl Backend {
 
     pub async fn diagnose(&mut self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse, CliError> {
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 client.diagnose(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
             }
             #[cfg(target_os = "linux")]
@@ -51,7 +58,7 @@ impl Backend {
 
     pub async fn list_fds(&mut self, req: v1::ListFdsRequest) -> Result<v1::ListFdsResponse, CliError> {
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 client.list_fds(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
             }
             #[cfg(target_os = "linux")]
@@ -64,7 +71,7 @@ impl Backend {
         req: v1::SampleBlockedRequest,
     ) -> Result<v1::SampleBlockedResponse, CliError> {
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 client.sample_blocked(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
             }
             #[cfg(target_os = "linux")]
@@ -80,7 +87,7 @@ impl Backend {
     ) -> Result<v1::SyscallProfile, CliError> {
         use v1::profile_syscalls_event::Event;
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 let status = |s| CliError::from_status(s, addr);
                 let mut stream = client.profile_syscalls(req).await.map_err(status)?.into_inner();
                 while let Some(event) = stream.message().await.map_err(|s| CliError::from_status(s, addr))? {
@@ -117,7 +124,7 @@ impl Backend {
     pub async fn list_reports(&mut self) -> Result<v1::ListReportsResponse, CliError> {
         let req = v1::ListReportsRequest {};
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 client.list_reports(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
             }
             #[cfg(target_os = "linux")]
@@ -128,7 +135,7 @@ impl Backend {
     pub async fn get_report(&mut self, id: String) -> Result<v1::GetReportResponse, CliError> {
         let req = v1::GetReportRequest { id };
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 client.get_report(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
             }
             #[cfg(target_os = "linux")]
@@ -141,7 +148,7 @@ impl Backend {
         req: v1::ListProcessesRequest,
     ) -> Result<v1::ListProcessesResponse, CliError> {
         match self {
-            Self::Remote { addr, client } => {
+            Self::Remote { addr, client, .. } => {
                 client.list_processes(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
             }
             #[cfg(target_os = "linux")]

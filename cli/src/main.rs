@@ -4,6 +4,8 @@ mod app;
 mod args;
 mod backend;
 mod error;
+mod fanout;
+mod k8s;
 mod render;
 
 use clap::Parser;

@@ -100,7 +100,10 @@ fn usage_errors_exit_2() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     let o = osl(&["diagnose", "pod/web", "--local"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("Kubernetes targets are not supported by this build yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--agent and --local ask one agent directly: drop the pod target"), "{}", stderr(&o));
+    let o = osl(&["diagnose", "service/web"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).starts_with("error: cannot diagnose a \"service\""), "{}", stderr(&o));
 }
 
 #[test]

@@ -337,6 +337,35 @@ mod blocked {
     }
 
     #[test]
+    fn diagnose_samples_every_process_at_once_when_asked() {
+        let a = TestProc::spawn(&["blockers"]);
+        let b = TestProc::spawn(&["blockers"]);
+        let agent = Agent::new(&Roots::default());
+        let filter = Some(v1::Filter { pids: vec![a.pid, b.pid], ..Default::default() });
+        let started = std::time::Instant::now();
+        let resp = agent.diagnose(v1::DiagnoseRequest { filter: filter.clone(), blocked_sample_msec: 300 }).unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(900),
+            "sampled side by side, not one after the other: {took:?}"
+        );
+        for p in &resp.processes {
+            let s = p.blocked.as_ref().unwrap_or_else(|| panic!("pid {} sampled", p.pid));
+            // Thread-samples: about 30 rounds at 100 Hz of 4 threads.
+            assert!(s.samples >= 80 && s.samples % 4 == 0, "{}", s.samples);
+            let count = |name: &str| s.by_syscall.iter().find(|c| c.name == name).map_or(0, |c| c.count);
+            // Main thread and reader in read, locker in futex, sleeper in clock_nanosleep.
+            let n = u64::from(s.samples / 4);
+            assert_eq!(count("read"), 2 * n, "{s:?}");
+            assert!(count("futex") * 100 >= n * 95 && count("clock_nanosleep") * 100 >= n * 90, "{s:?}");
+        }
+        let plain = agent.diagnose(v1::DiagnoseRequest { filter, blocked_sample_msec: 0 }).unwrap();
+        assert!(plain.processes.iter().all(|p| p.blocked.is_none()), "not asked, not sampled");
+        let too_long = v1::DiagnoseRequest { blocked_sample_msec: 6000, ..Default::default() };
+        assert!(matches!(agent.diagnose(too_long), Err(osl_agent::error::AgentError::InvalidArgument(_))));
+    }
+
+    #[test]
     fn a_process_that_exits_while_sampled_keeps_its_samples() {
         let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
         let agent = Agent::new(&Roots::default());

@@ -46,7 +46,8 @@ async fn serves_diagnostics_with_status_codes_for_bad_requests() {
     let reused = v1::GetProcessRequest { pid: me, start_time_ticks: Some(p.start_time_ticks + 1) };
     assert_eq!(client.get_process(reused).await.unwrap_err().code(), Code::NotFound);
 
-    let bad = v1::DiagnoseRequest { filter: Some(v1::Filter { pids: vec![-3], ..Default::default() }) };
+    let bad =
+        v1::DiagnoseRequest { filter: Some(v1::Filter { pids: vec![-3], ..Default::default() }), ..Default::default() };
     assert_eq!(client.diagnose(bad).await.unwrap_err().code(), Code::InvalidArgument);
 
     let diag = client.diagnose(v1::DiagnoseRequest::default()).await.unwrap().into_inner();

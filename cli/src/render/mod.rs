@@ -61,6 +61,11 @@ impl View {
         out.push_str(&heading("PROCESSES"));
         out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
         out.push_str("\n\n");
+        if resp.processes.iter().any(|p| p.blocked.is_some()) {
+            out.push_str(&heading("BLOCKED IN (sampled from /proc, no stops)"));
+            out.push_str(&blocked_table(&resp.processes, self.wide(), self.width));
+            out.push_str("\n\n");
+        }
         if resp.processes.iter().any(|p| p.fd_summary.is_some()) {
             out.push_str(&heading("FILE DESCRIPTORS"));
             out.push_str(&fds::summaries(&resp.processes, self.wide(), self.width));
@@ -101,13 +106,6 @@ impl View {
             if resp.exited { " (the process exited)" } else { "" }
         );
         let mut t = tables::Grid::new(vec!["TID", "COMM", "RUNNING", "BLOCKED IN", "WAITING IN (wchan)"], &[0, 2]);
-        let share = |n: u64, of: u32| {
-            if of == 0 { "-".to_string() } else { format!("{:.0}%", n as f64 * 100.0 / f64::from(of)) }
-        };
-        let top = |c: &[v1::Count], of: u32, n: usize| {
-            let items: Vec<String> = c.iter().take(n).map(|c| format!("{} {}", c.name, share(c.count, of))).collect();
-            if items.is_empty() { "-".to_string() } else { items.join(", ") }
-        };
         let n = if self.wide() { usize::MAX } else { 3 };
         let rows = resp
             .total
@@ -119,14 +117,66 @@ impl View {
                 tid,
                 s.comm.clone(),
                 share(u64::from(s.running), s.samples),
-                top(&s.by_syscall, s.samples, n),
-                top(&s.by_wchan, s.samples, n),
+                top_counts(&s.by_syscall, s.samples, n),
+                top_counts(&s.by_wchan, s.samples, n),
             ]);
         }
         out.push_str(&t.render(self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &[], None);
         write(&out)
+    }
+
+    /// Several pods' diagnoses, worst first: a line each, then each pod's
+    /// findings (`wide`: everything `diagnose` shows for one pod).
+    pub fn pods(&self, answers: &[crate::fanout::PodAnswer], wide: bool) -> Result<(), CliError> {
+        if matches!(self.output, Output::Json | Output::Yaml) {
+            let list: Vec<serde_json::Value> = answers
+                .iter()
+                .map(|a| match &a.answer {
+                    Ok(r) => serde_json::json!({"pod": a.pod, "namespace": a.namespace, "diagnosis": r}),
+                    Err(e) => serde_json::json!({"pod": a.pod, "namespace": a.namespace, "error": e.to_string()}),
+                })
+                .collect();
+            return self.structured(&list).unwrap_or(Ok(()));
+        }
+        let mut t =
+            tables::Grid::new(vec!["POD", "AGENT", "CRITICAL", "WARN", "PROCESSES", "WORST FINDING"], &[2, 3, 4]);
+        for a in answers {
+            let row = match &a.answer {
+                Ok(r) => {
+                    let count =
+                        |s: v1::Severity| r.findings.iter().filter(|f| f.severity == s as i32).count().to_string();
+                    let worst = r.findings.iter().max_by_key(|f| f.severity);
+                    vec![
+                        a.pod.clone(),
+                        "ok".into(),
+                        count(v1::Severity::Critical),
+                        count(v1::Severity::Warn),
+                        r.processes.len().to_string(),
+                        worst.map_or_else(|| "-".into(), |f| format!("{} {}", f.id, f.subject)),
+                    ]
+                }
+                Err(e) => vec![a.pod.clone(), format!("error: {e}"), "-".into(), "-".into(), "-".into(), "-".into()],
+            };
+            t.push(row);
+        }
+        let mut out = heading("PODS");
+        out.push_str(&t.render(self.width));
+        out.push_str("\n\n");
+        write(&out)?;
+        for a in answers {
+            let Ok(r) = &a.answer else { continue };
+            if wide {
+                write(&heading(&format!("pod/{}", a.pod)))?;
+                self.diagnose(r)?;
+            } else if !r.findings.is_empty() {
+                let mut out = heading(&format!("pod/{}", a.pod));
+                findings(&mut out, &r.findings);
+                write(&out)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn profile(&self, p: &v1::SyscallProfile) -> Result<(), CliError> {
@@ -192,7 +242,7 @@ impl View {
     }
 
     /// JSON or YAML of the message itself; `None` for table output.
-    fn structured<T: serde::Serialize>(&self, value: &T) -> Option<Result<(), CliError>> {
+    pub fn structured<T: serde::Serialize>(&self, value: &T) -> Option<Result<(), CliError>> {
         // Streamed through a buffer: an fd table of 17,000 entries is megabytes of JSON.
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         let written = match self.output {
@@ -204,6 +254,36 @@ impl View {
         let done = written.and_then(|()| out.write_all(newline)).and_then(|()| out.flush());
         Some(done.or_else(ignore_broken_pipe))
     }
+}
+
+/// `62%` of the samples.
+fn share(n: u64, of: u32) -> String {
+    if of == 0 { "-".to_string() } else { format!("{:.0}%", n as f64 * 100.0 / f64::from(of)) }
+}
+
+/// The `n` most frequent, with their shares: `read 80%, futex 20%`.
+fn top_counts(c: &[v1::Count], of: u32, n: usize) -> String {
+    let items: Vec<String> = c.iter().take(n).map(|c| format!("{} {}", c.name, share(c.count, of))).collect();
+    if items.is_empty() { "-".to_string() } else { items.join(", ") }
+}
+
+/// Each process's threads, summed: running, or which syscall and kernel function.
+fn blocked_table(processes: &[v1::Process], wide: bool, width: Option<u16>) -> String {
+    let mut t =
+        tables::Grid::new(vec!["PID", "COMMAND", "THR", "RUNNING", "BLOCKED IN", "WAITING IN (wchan)"], &[0, 2, 3]);
+    let n = if wide { usize::MAX } else { 2 };
+    for p in processes {
+        let Some(s) = &p.blocked else { continue };
+        t.push(vec![
+            p.pid.to_string(),
+            p.comm.clone(),
+            p.cpu.and_then(|c| c.threads).map_or_else(|| "-".into(), |n| n.to_string()),
+            share(u64::from(s.running), s.samples),
+            top_counts(&s.by_syscall, s.samples, n),
+            top_counts(&s.by_wchan, s.samples, n),
+        ]);
+    }
+    t.render(width)
 }
 
 fn heading(title: &str) -> String {

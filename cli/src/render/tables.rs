@@ -99,8 +99,13 @@ fn fds(f: Option<&v1::FdUsage>) -> String {
     }
 }
 
-fn container_label(id: &str) -> String {
-    if id.is_empty() { NONE.into() } else { short_id(id).into() }
+/// The container's name when the CLI knows it (a pod target), else its short id.
+fn container_label(p: &v1::Process) -> String {
+    match (p.container_name.as_str(), p.container_id.as_str()) {
+        (_, "") => NONE.into(),
+        ("", id) => short_id(id).into(),
+        (name, _) => name.into(),
+    }
 }
 
 pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> String {
@@ -125,7 +130,7 @@ pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> String
             bytes(m.uss_bytes),
             fds(p.fds.as_ref()),
             cpu_time(cpu),
-            container_label(&p.container_id),
+            container_label(p),
         ];
         if wide {
             let sig = p.signals.as_ref().map(|s| s.caught.join(",")).filter(|s| !s.is_empty());
@@ -305,7 +310,7 @@ pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> S
             bytes(m.uss_bytes),
             bytes(m.vm_swap_bytes),
             bytes(m.vm_hwm_bytes),
-            container_label(&p.container_id),
+            container_label(p),
         ];
         if wide {
             row.extend([

@@ -1,0 +1,188 @@
+//! The agent inside a pod: which container runs it, on which port, reached by a
+//! port-forward through the API server (as `kubectl port-forward` does) carried
+//! into a gRPC channel; and the pod's container names put on the answers.
+
+use super::{Cluster, api_error};
+use crate::error::CliError;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use osl_proto::v1;
+use osl_proto::v1::diagnostics_client::DiagnosticsClient;
+use std::collections::HashMap;
+use tonic::transport::{Channel, Endpoint};
+
+/// The container name the chart and `attach` give the agent.
+pub const AGENT_CONTAINER: &str = "osl-agent";
+/// A pod annotation naming the agent's port, for sidecars named otherwise.
+pub const PORT_ANNOTATION: &str = "osl.dev/agent-port";
+pub const DEFAULT_PORT: u16 = 7450;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRef {
+    pub container: String,
+    pub port: u16,
+    pub ephemeral: bool,
+    pub running: bool,
+}
+
+/// The agent's container: named osl-agent (or osl-agent-…), among the
+/// containers or the ephemeral containers; its port from the annotation.
+pub fn find(pod: &Pod) -> Option<AgentRef> {
+    let annotated =
+        pod.metadata.annotations.as_ref().and_then(|a| a.get(PORT_ANNOTATION)).and_then(|p| p.trim().parse().ok());
+    let spec = pod.spec.as_ref()?;
+    let is_agent = |name: &str| name == AGENT_CONTAINER || name.starts_with("osl-agent-");
+    let (container, ephemeral) = spec
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), false))
+        .chain(spec.ephemeral_containers.iter().flatten().map(|c| (c.name.clone(), true)))
+        .find(|(n, _)| is_agent(n))?;
+    let status = pod.status.as_ref();
+    let statuses = if ephemeral {
+        status.and_then(|s| s.ephemeral_container_statuses.as_ref())
+    } else {
+        status.and_then(|s| s.container_statuses.as_ref())
+    };
+    let running = statuses
+        .into_iter()
+        .flatten()
+        .any(|s| s.name == container && s.state.as_ref().is_some_and(|st| st.running.is_some()));
+    Some(AgentRef { container, port: annotated.unwrap_or(DEFAULT_PORT), ephemeral, running })
+}
+
+pub fn pod_name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+/// A gRPC client to the pod's agent through a port-forward, and the forward
+/// (kept alive as long as the client is used).
+pub async fn connect(
+    cluster: &Cluster,
+    pod: &Pod,
+    agent: &AgentRef,
+) -> Result<(DiagnosticsClient<Channel>, kube::api::Portforwarder), CliError> {
+    let name = pod_name(pod);
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| cluster.namespace.clone());
+    let addr = format!("pod/{name} port {}", agent.port);
+    let mut forward = Api::<Pod>::namespaced(cluster.client.clone(), &ns)
+        .portforward(&name, &[agent.port])
+        .await
+        .map_err(|e| api_error(e, &format!("port-forward to pod {name}")))?;
+    let stream = forward.take_stream(agent.port).ok_or_else(|| CliError::CannotConnect {
+        addr: addr.clone(),
+        source: "the port-forward gave no stream".into(),
+    })?;
+    // One HTTP/2 connection over the one forwarded stream.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(stream)));
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let stream = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        async move {
+            stream
+                .map(hyper_util::rt::TokioIo::new)
+                .ok_or_else(|| std::io::Error::other("the port-forward's stream is used up"))
+        }
+    });
+    let channel = Endpoint::from_static("http://osl-agent.pod")
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| CliError::CannotConnect { addr: addr.clone(), source: Box::new(e) })?;
+    let client = DiagnosticsClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    Ok((client, forward))
+}
+
+/// Container id (64 hex, runtime prefix stripped) → container name, from the
+/// pod's container, init and ephemeral container statuses.
+pub fn container_names(pod: &Pod) -> HashMap<String, String> {
+    let Some(status) = pod.status.as_ref() else { return HashMap::new() };
+    [&status.container_statuses, &status.init_container_statuses, &status.ephemeral_container_statuses]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|s| {
+            let id = s.container_id.as_deref()?;
+            let id = id.rsplit_once("://").map_or(id, |(_, id)| id);
+            Some((id.to_ascii_lowercase(), s.name.clone()))
+        })
+        .collect()
+}
+
+fn name_for<'a>(names: &'a HashMap<String, String>, id: &str) -> Option<&'a String> {
+    if id.is_empty() {
+        return None;
+    }
+    names.iter().find(|(full, _)| full.starts_with(id) || id.starts_with(full.as_str())).map(|(_, n)| n)
+}
+
+/// Puts the pod's container names on a diagnose answer's processes and containers.
+pub fn name_containers(
+    names: &HashMap<String, String>,
+    processes: &mut [v1::Process],
+    containers: &mut [v1::Container],
+) {
+    for p in processes {
+        if let Some(n) = name_for(names, &p.container_id) {
+            p.container_name = n.clone();
+        }
+    }
+    for c in containers {
+        if let Some(n) = name_for(names, &c.id) {
+            c.name = n.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_agent_is_found_by_name_or_annotation_and_its_state_read() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "demo", "annotations": {"osl.dev/agent-port": "9000"}},
+            "spec": {"containers": [{"name": "app"}, {"name": "osl-agent"}]},
+            "status": {"containerStatuses": [
+                {"name": "osl-agent", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {}}}
+            ]}
+        }));
+        assert_eq!(
+            find(&p),
+            Some(AgentRef { container: "osl-agent".into(), port: 9000, ephemeral: false, running: true })
+        );
+        let attached = pod(serde_json::json!({
+            "metadata": {"name": "demo"},
+            "spec": {"containers": [{"name": "app"}], "ephemeralContainers": [{"name": "osl-agent"}]},
+            "status": {"ephemeralContainerStatuses": [
+                {"name": "osl-agent", "ready": false, "restartCount": 0, "image": "x", "imageID": "", "state": {"waiting": {"reason": "ContainerCreating"}}}
+            ]}
+        }));
+        assert_eq!(
+            find(&attached),
+            Some(AgentRef { container: "osl-agent".into(), port: 7450, ephemeral: true, running: false })
+        );
+        let none = pod(serde_json::json!({"metadata": {"name": "demo"}, "spec": {"containers": [{"name": "app"}]}}));
+        assert_eq!(find(&none), None);
+    }
+
+    #[test]
+    fn container_ids_map_to_names_by_prefix() {
+        let id = "3f2a9c1d0e4b".repeat(5) + "abcd";
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "demo"},
+            "status": {"containerStatuses": [
+                {"name": "app", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "containerID": format!("containerd://{id}")}
+            ]}
+        }));
+        let names = container_names(&p);
+        let mut procs = vec![v1::Process { container_id: id.clone(), ..Default::default() }, v1::Process::default()];
+        let mut containers = vec![v1::Container { id: id[..12].to_string(), ..Default::default() }];
+        name_containers(&names, &mut procs, &mut containers);
+        assert_eq!(procs[0].container_name, "app");
+        assert_eq!(procs[1].container_name, "");
+        assert_eq!(containers[0].name, "app");
+    }
+}
