@@ -194,7 +194,31 @@ impl Watcher {
         self.containers.retain(|k, _| groups.contains_key(k));
         for (key, members) in groups {
             match self.containers.get_mut(&key) {
-                Some(w) => w.members = members,
+                Some(w) => {
+                    // A resized container (kubectl patch, in-place resize): new
+                    // limit, new thresholds.
+                    let first = &members[0];
+                    let now = self.cgroups.read_container(first.pid, &first.cgroups);
+                    let limit_of = |c: &Container| c.memory.as_ref().and_then(|m| m.limit_bytes).flatten();
+                    w.members = members;
+                    if limit_of(&now).is_some() && limit_of(&now) != limit_of(&w.container) {
+                        tracing::info!(
+                            cgroup = %key,
+                            from = ?limit_of(&w.container),
+                            to = ?limit_of(&now),
+                            "memory limit changed: thresholds re-armed"
+                        );
+                        w.container = now;
+                        w.fired_warn = false;
+                        w.fired_critical = false;
+                        w.fired_prediction = false;
+                        let w = self.containers.get(&key).expect("just seen");
+                        let events = self.arm(&w.container);
+                        if let Some(w) = self.containers.get_mut(&key) {
+                            w.events = events;
+                        }
+                    }
+                }
                 None => {
                     let first = &members[0];
                     let container = self.cgroups.read_container(first.pid, &first.cgroups);

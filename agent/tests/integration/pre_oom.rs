@@ -175,3 +175,24 @@ fn a_steady_container_at_70_percent_gets_no_report() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(watch.reports(&cg, ReportKind::PreOom).is_empty(), "{:?}", watch.store.list());
 }
+
+#[test]
+fn a_lowered_limit_is_watched_at_its_new_thresholds() {
+    if !privileged("a_lowered_limit_is_watched_at_its_new_thresholds") {
+        return;
+    }
+    let cg = V1Cgroup::create("resized", 64 * MIB);
+    let mut steady = TestProc::spawn(&["anon", "0"]);
+    cg.add(steady.pid);
+    assert_eq!(steady.send("alloc 40").as_deref(), Some("ok"));
+    let watch = Running::start(WatchConfig { rescan: Duration::from_millis(300), ..fast() });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(watch.reports(&cg, ReportKind::PreOom).is_empty(), "about 63%: nothing yet");
+    // As an in-place resize does: the same cgroup, a smaller limit (about 83% now).
+    std::fs::write(cg.dir.join("memory.limit_in_bytes"), (48 * MIB).to_string()).unwrap();
+    let pre = watch.wait_for(&cg, ReportKind::PreOom, Duration::from_secs(5));
+    assert!(!pre.is_empty(), "the new limit was noticed");
+    let t = pre[0].trigger.as_ref().unwrap();
+    assert_eq!((t.event.as_str(), t.limit_bytes), ("threshold", Some(48 * MIB)), "{t:?}");
+    assert!(t.usage_pct >= 80.0 && t.usage_pct < 90.0, "{t:?}");
+}
