@@ -87,6 +87,10 @@ struct ServeArgs {
     /// Longest syscall profile a client may ask for.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "OSL_MAX_PROFILE_DURATION")]
     max_profile_duration: std::time::Duration,
+    /// A file holding a bearer token every osl.v1 call must carry (e.g. a mounted
+    /// Secret); for an agent listening beyond loopback.
+    #[arg(long, env = "OSL_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// Syscall profiles running at once (each of a different process).
     #[arg(long, default_value_t = 4, env = "OSL_MAX_PROFILES")]
     max_profiles: usize,
@@ -128,10 +132,23 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if !args.listen.ip().is_loopback() {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        )
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| format!("--token-file {} is empty", path.display()))
+        .map(Some)?,
+        None => None,
+    };
+    if !args.listen.ip().is_loopback() && token.is_none() {
         warn!(
             listen = %args.listen,
-            "listening on a non-loopback address: anyone who can reach it can read every process in this pod"
+            "LISTENING BEYOND LOOPBACK WITHOUT A TOKEN: anyone who can reach this address can read every process \
+             in this pod; set --token-file, or listen on 127.0.0.1 and use a port-forward"
         );
     }
     let roots = Roots { proc: args.proc_root, cgroup: args.cgroup_root };
@@ -188,7 +205,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     info!(listen = %listener.local_addr()?, "serving osl.v1.Diagnostics");
     tokio::spawn(server::sample_fds_every(agent.clone(), args.fd_sample_interval));
-    server::serve(listener, agent, shutdown_signal()).await?;
+    server::serve_with_token(listener, agent, server::BearerToken::new(token), shutdown_signal()).await?;
     stop_watch.store(true, Ordering::Relaxed);
     info!("stopped");
     Ok(())

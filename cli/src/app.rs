@@ -233,7 +233,7 @@ async fn ask(cli: &Cli, mut backend: Backend, names: &HashMap<String, String>) -
 async fn connect(cli: &Cli) -> Result<Backend, CliError> {
     // (pod targets go through run_in_cluster)
     if let Some(addr) = &cli.conn.agent {
-        return Backend::connect(addr, cli.conn.timeout).await;
+        return Backend::connect(addr, cli.conn.timeout, cli.conn.token.as_deref()).await;
     }
     if cli.conn.local {
         #[cfg(target_os = "linux")]

@@ -39,6 +39,9 @@ pub struct Connection {
     /// The agent's address, HOST:PORT (e.g. after `kubectl port-forward pod/x 7450`).
     #[arg(long, global = true, env = "OSL_AGENT", conflicts_with = "local")]
     pub agent: Option<String>,
+    /// A bearer token for an agent that asks for one (its --token-file).
+    #[arg(long, global = true, env = "OSL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Read this machine's processes in-process: no agent, no cluster (Linux only).
     #[arg(long, global = true)]
     pub local: bool,

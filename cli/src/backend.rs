@@ -11,6 +11,8 @@ pub enum Backend {
     Remote {
         addr: String,
         client: DiagnosticsClient<Channel>,
+        /// Sent as `authorization: Bearer …` when the agent wants one.
+        token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
         /// The port-forward carrying the connection, for an agent in a pod.
         _forward: Option<Box<kube::api::Portforwarder>>,
     },
@@ -22,7 +24,11 @@ pub enum Backend {
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Backend {
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, CliError> {
+    pub async fn connect(addr: &str, timeout: Duration, token: Option<&str>) -> Result<Self, CliError> {
+        let token = token
+            .map(|t| format!("Bearer {}", t.trim()).parse())
+            .transpose()
+            .map_err(|_| CliError::Usage("--token has characters a header cannot carry".into()))?;
         let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| CliError::Usage(format!("--agent {addr:?} is not a HOST:PORT address ({e})")))?
@@ -33,12 +39,12 @@ impl Backend {
             .await
             .map_err(|e| CliError::CannotConnect { addr: addr.to_string(), source: Box::new(e) })?;
         let client = DiagnosticsClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        Ok(Self::Remote { addr: addr.to_string(), client, _forward: None })
+        Ok(Self::Remote { addr: addr.to_string(), client, token, _forward: None })
     }
 
     /// An agent in a pod, through a port-forward.
     pub fn forwarded(addr: String, client: DiagnosticsClient<Channel>, forward: kube::api::Portforwarder) -> Self {
-        Self::Remote { addr, client, _forward: Some(Box::new(forward)) }
+        Self::Remote { addr, client, token: None, _forward: Some(Box::new(forward)) }
     }
 
     #[cfg(target_os = "linux")]
@@ -48,9 +54,11 @@ impl Backend {
 
     pub async fn diagnose(&mut self, req: v1::DiagnoseRequest) -> Result<v1::DiagnoseResponse, CliError> {
         match self {
-            Self::Remote { addr, client, .. } => {
-                client.diagnose(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
-            }
+            Self::Remote { addr, client, token, .. } => client
+                .diagnose(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| CliError::from_status(s, addr)),
             #[cfg(target_os = "linux")]
             Self::Local(agent) => local(agent, move |a| a.diagnose(req)).await,
         }
@@ -58,9 +66,11 @@ impl Backend {
 
     pub async fn list_fds(&mut self, req: v1::ListFdsRequest) -> Result<v1::ListFdsResponse, CliError> {
         match self {
-            Self::Remote { addr, client, .. } => {
-                client.list_fds(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
-            }
+            Self::Remote { addr, client, token, .. } => client
+                .list_fds(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| CliError::from_status(s, addr)),
             #[cfg(target_os = "linux")]
             Self::Local(agent) => local(agent, move |a| a.list_fds(req)).await,
         }
@@ -71,9 +81,11 @@ impl Backend {
         req: v1::SampleBlockedRequest,
     ) -> Result<v1::SampleBlockedResponse, CliError> {
         match self {
-            Self::Remote { addr, client, .. } => {
-                client.sample_blocked(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
-            }
+            Self::Remote { addr, client, token, .. } => client
+                .sample_blocked(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| CliError::from_status(s, addr)),
             #[cfg(target_os = "linux")]
             Self::Local(agent) => local(agent, move |a| a.sample_blocked(req)).await,
         }
@@ -87,9 +99,9 @@ impl Backend {
     ) -> Result<v1::SyscallProfile, CliError> {
         use v1::profile_syscalls_event::Event;
         match self {
-            Self::Remote { addr, client, .. } => {
+            Self::Remote { addr, client, token, .. } => {
                 let status = |s| CliError::from_status(s, addr);
-                let mut stream = client.profile_syscalls(req).await.map_err(status)?.into_inner();
+                let mut stream = client.profile_syscalls(authed(token, req)).await.map_err(status)?.into_inner();
                 while let Some(event) = stream.message().await.map_err(|s| CliError::from_status(s, addr))? {
                     match event.event {
                         Some(Event::Progress(p)) => progress(&p),
@@ -124,9 +136,11 @@ impl Backend {
     pub async fn list_reports(&mut self) -> Result<v1::ListReportsResponse, CliError> {
         let req = v1::ListReportsRequest {};
         match self {
-            Self::Remote { addr, client, .. } => {
-                client.list_reports(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
-            }
+            Self::Remote { addr, client, token, .. } => client
+                .list_reports(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| CliError::from_status(s, addr)),
             #[cfg(target_os = "linux")]
             Self::Local(agent) => local(agent, move |a| a.list_reports(req)).await,
         }
@@ -135,9 +149,11 @@ impl Backend {
     pub async fn get_report(&mut self, id: String) -> Result<v1::GetReportResponse, CliError> {
         let req = v1::GetReportRequest { id };
         match self {
-            Self::Remote { addr, client, .. } => {
-                client.get_report(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
-            }
+            Self::Remote { addr, client, token, .. } => client
+                .get_report(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| CliError::from_status(s, addr)),
             #[cfg(target_os = "linux")]
             Self::Local(agent) => local(agent, move |a| a.get_report(req)).await,
         }
@@ -148,13 +164,23 @@ impl Backend {
         req: v1::ListProcessesRequest,
     ) -> Result<v1::ListProcessesResponse, CliError> {
         match self {
-            Self::Remote { addr, client, .. } => {
-                client.list_processes(req).await.map(|r| r.into_inner()).map_err(|s| CliError::from_status(s, addr))
-            }
+            Self::Remote { addr, client, token, .. } => client
+                .list_processes(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| CliError::from_status(s, addr)),
             #[cfg(target_os = "linux")]
             Self::Local(agent) => local(agent, move |a| a.list_processes(req)).await,
         }
     }
+}
+
+fn authed<T>(token: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = token {
+        req.metadata_mut().insert("authorization", t.clone());
+    }
+    req
 }
 
 /// Runs an agent call on the blocking pool and maps its error exactly as the

@@ -438,3 +438,27 @@ fn strace_of_a_missing_process_exits_3_and_an_impossible_backend_5() {
     assert_eq!(code(&denied), 5, "{}", stderr(&denied));
     assert!(stderr(&denied).contains("the ebpf backend needs CAP_BPF and CAP_PERFMON"), "{}", stderr(&denied));
 }
+
+#[test]
+fn an_agent_with_a_token_refuses_calls_without_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let agent = Arc::new(osl_agent::Agent::new(&osl_agent::Roots::default()));
+    let token = osl_agent::server::BearerToken::new(Some("s3cret-token".into()));
+    rt.spawn(osl_agent::server::serve_with_token(listener, agent, token, std::future::pending()));
+    let me = std::process::id().to_string();
+
+    let without = osl(&["ps", "--agent", &addr, "--pid", &me]);
+    assert_eq!(code(&without), 5, "{}", stderr(&without));
+    assert!(stderr(&without).contains("this agent needs a bearer token"), "{}", stderr(&without));
+    let wrong = osl(&["ps", "--agent", &addr, "--pid", &me, "--token", "guess"]);
+    assert_eq!(code(&wrong), 5, "{}", stderr(&wrong));
+    assert!(stderr(&wrong).contains("wrong bearer token"), "{}", stderr(&wrong));
+    let right = Command::new(BIN)
+        .args(["ps", "--agent", &addr, "--pid", &me, "-o", "json"])
+        .env("OSL_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    assert_eq!(json(&right)["processes"][0]["pid"], std::process::id());
+}
