@@ -7,6 +7,7 @@ use osl_proto::v1::diagnostics_client::DiagnosticsClient;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+#[allow(clippy::large_enum_variant)] // one per run of the CLI
 pub enum Backend {
     Remote {
         addr: String,
