@@ -462,3 +462,6 @@ fn an_agent_with_a_token_refuses_calls_without_it() {
         .unwrap();
     assert_eq!(json(&right)["processes"][0]["pid"], std::process::id());
 }
+
+#[path = "k8s/kubernetes.rs"]
+mod kubernetes;

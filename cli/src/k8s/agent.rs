@@ -16,6 +16,8 @@ pub const AGENT_CONTAINER: &str = "osl-agent";
 /// A pod annotation naming the agent's port, for sidecars named otherwise.
 pub const PORT_ANNOTATION: &str = "osl.dev/agent-port";
 pub const DEFAULT_PORT: u16 = 7450;
+/// How long the first call through a new port-forward may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRef {
@@ -69,6 +71,7 @@ pub async fn connect(
         .portforward(&name, &[agent.port])
         .await
         .map_err(|e| api_error(e, &format!("port-forward to pod {name}")))?;
+    let errors = forward.take_error(agent.port);
     let stream = forward.take_stream(agent.port).ok_or_else(|| CliError::CannotConnect {
         addr: addr.clone(),
         source: "the port-forward gave no stream".into(),
@@ -87,8 +90,23 @@ pub async fn connect(
         .connect_with_connector(connector)
         .await
         .map_err(|e| CliError::CannotConnect { addr: addr.clone(), source: Box::new(e) })?;
-    let client = DiagnosticsClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    Ok((client, forward))
+    let mut client = DiagnosticsClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    // A cheap call proves the agent answers; when nothing listens, the kubelet
+    // says so on the port-forward's error channel.
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, client.list_reports(v1::ListReportsRequest {})).await;
+    let failure = match probe {
+        Ok(Ok(_)) => return Ok((client, forward)),
+        Ok(Err(status)) if !matches!(status.code(), tonic::Code::Unknown | tonic::Code::Unavailable) => {
+            return Err(CliError::from_status(status, &addr));
+        }
+        Ok(Err(status)) => status.message().to_string(),
+        Err(_) => format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
+    };
+    let said = match errors {
+        Some(e) => tokio::time::timeout(std::time::Duration::from_millis(500), e).await.ok().flatten(),
+        None => None,
+    };
+    Err(CliError::CannotConnect { addr, source: said.unwrap_or(failure).into() })
 }
 
 /// Container id (64 hex, runtime prefix stripped) → container name, from the
