@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         return Err(CliError::Usage("attach needs a pod: kubectl osl attach pod/NAME".into()));
     }
     let backend = connect(&cli).await?;
-    ask(&cli, backend, &HashMap::new()).await
+    ask(&cli, backend, &HashMap::new(), None).await
 }
 
 /// A pod target or selector: resolve it to running pods, reach each one's agent
@@ -54,7 +54,7 @@ async fn run_in_cluster(cli: &Cli, target: Option<&str>) -> Result<u8, CliError>
     if let Command::Attach(a) = &cli.command {
         let pod = single(&pods, &described)?;
         let (found, added) = attach::attach(&cluster, pod, a.container.as_deref(), &a.image, a.level, a.wait).await?;
-        let (mut backend, _) = reach(&cluster, pod, &found, a.wait).await?;
+        let (mut backend, _, _) = reach(&cluster, pod, &found, a.wait).await?;
         let procs = backend.list_processes(v1::ListProcessesRequest::default()).await?;
         let name = agent::pod_name(pod);
         println!(
@@ -72,8 +72,8 @@ async fn run_in_cluster(cli: &Cli, target: Option<&str>) -> Result<u8, CliError>
     }
     let pod = single(&pods, &described)?;
     let attach_level = matches!(&cli.command, Command::Diagnose(a) if a.attach).then_some(Level::Ptrace);
-    let (backend, names) = pod_backend(&cluster, pod, attach_level, cli.conn.timeout).await?;
-    ask(cli, backend, &names).await
+    let (backend, names, pod) = pod_backend(&cluster, pod, attach_level, cli.conn.timeout).await?;
+    ask(cli, backend, &names, Some(&pod)).await
 }
 
 fn single<'a>(pods: &'a [Pod], described: &str) -> Result<&'a Pod, CliError> {
@@ -90,13 +90,14 @@ fn single<'a>(pods: &'a [Pod], described: &str) -> Result<&'a Pod, CliError> {
     }
 }
 
-/// The pod's agent (attached first when `attach` says so) and its container names.
+/// The pod's agent (attached first when `attach` says so), its container names,
+/// and the pod as it is now.
 pub async fn pod_backend(
     cluster: &Cluster,
     pod: &Pod,
     attach: Option<Level>,
     timeout: std::time::Duration,
-) -> Result<(Backend, HashMap<String, String>), CliError> {
+) -> Result<(Backend, HashMap<String, String>, Pod), CliError> {
     let name = agent::pod_name(pod);
     let found = match (agent::find(pod), attach) {
         (Some(a), _) if a.running => a,
@@ -130,14 +131,15 @@ async fn reach(
     pod: &Pod,
     found: &agent::AgentRef,
     within: std::time::Duration,
-) -> Result<(Backend, HashMap<String, String>), CliError> {
+) -> Result<(Backend, HashMap<String, String>, Pod), CliError> {
     let deadline = std::time::Instant::now() + within;
     let pod = refreshed(cluster, pod).await.unwrap_or_else(|| pod.clone());
     loop {
         match agent::connect(cluster, &pod, found).await {
             Ok((client, forward)) => {
                 let addr = format!("pod/{} (container {})", agent::pod_name(&pod), found.container);
-                return Ok((Backend::forwarded(addr, client, forward), agent::container_names(&pod)));
+                let names = agent::container_names(&pod);
+                return Ok((Backend::forwarded(addr, client, forward), names, pod));
             }
             Err(e @ CliError::CannotConnect { .. }) if std::time::Instant::now() < deadline => {
                 let _ = e;
@@ -155,7 +157,12 @@ async fn refreshed(cluster: &Cluster, pod: &Pod) -> Option<Pod> {
 }
 
 /// Asks the agent what the command wants; `names` puts container names on processes.
-async fn ask(cli: &Cli, mut backend: Backend, names: &HashMap<String, String>) -> Result<u8, CliError> {
+async fn ask(
+    cli: &Cli,
+    mut backend: Backend,
+    names: &HashMap<String, String>,
+    pod: Option<&Pod>,
+) -> Result<u8, CliError> {
     let view = render::View::detect(cli.output);
     match &cli.command {
         Command::Blocked(args) => {
@@ -216,14 +223,14 @@ async fn ask(cli: &Cli, mut backend: Backend, names: &HashMap<String, String>) -
         }
         Command::Diagnose(args) => {
             let mut resp = backend.diagnose(diagnose_request(args, names)).await?;
-            agent::name_containers(names, &mut resp.processes, &mut resp.containers);
+            in_pod(&mut resp, names, pod);
             view.diagnose(&resp)?;
             Ok(exit_for(args, &resp.findings))
         }
         Command::Mem(args) => {
             let req = v1::DiagnoseRequest { filter: Some(filter(&args.selection, names)), blocked_sample_msec: 0 };
             let mut resp = backend.diagnose(req).await?;
-            agent::name_containers(names, &mut resp.processes, &mut resp.containers);
+            in_pod(&mut resp, names, pod);
             view.memory(&resp)?;
             Ok(exit_for(args, &resp.findings))
         }
@@ -245,6 +252,16 @@ async fn connect(cli: &Cli) -> Result<Backend, CliError> {
         return Err(CliError::Usage("--local reads Linux's /proc: it works on Linux only".into()));
     }
     Err(CliError::Usage("no agent to ask: give --agent HOST:PORT, or --local to read this machine".into()))
+}
+
+/// A pod's answer: container names on processes and containers, and a finding
+/// for each container whose cgroup limit is not the pod spec's.
+pub fn in_pod(resp: &mut v1::DiagnoseResponse, names: &HashMap<String, String>, pod: Option<&Pod>) {
+    agent::name_containers(names, &mut resp.processes, &mut resp.containers);
+    if let Some(pod) = pod {
+        resp.findings.extend(agent::limit_mismatches(pod, &resp.containers));
+        resp.findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    }
 }
 
 pub fn diagnose_request(args: &DiagnoseArgs, names: &HashMap<String, String>) -> v1::DiagnoseRequest {

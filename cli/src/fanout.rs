@@ -2,7 +2,7 @@
 //! [`CONCURRENCY`] at a time), then one line per pod with the worst findings
 //! first, and each pod's findings below (everything with -o wide, json, yaml).
 
-use crate::app::{diagnose_request, exit_for, pod_backend};
+use crate::app::{diagnose_request, exit_for, in_pod, pod_backend};
 use crate::args::{Cli, DiagnoseArgs, Level, Output};
 use crate::error::CliError;
 use crate::k8s::{Cluster, agent};
@@ -38,10 +38,10 @@ pub async fn diagnose(cli: &Cli, cluster: &Cluster, pods: Vec<Pod>, args: &Diagn
         tasks.spawn(async move {
             let _slot = limit.acquire_owned().await;
             let answer = async {
-                let (mut backend, names) = pod_backend(&cluster, &pod, attach, timeout).await?;
+                let (mut backend, names, now) = pod_backend(&cluster, &pod, attach, timeout).await?;
                 let req = diagnose_request(&args, &names);
                 let mut resp = backend.diagnose(req).await?;
-                agent::name_containers(&names, &mut resp.processes, &mut resp.containers);
+                in_pod(&mut resp, &names, Some(&now));
                 Ok(resp)
             }
             .await;

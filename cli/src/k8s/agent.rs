@@ -132,6 +132,71 @@ fn name_for<'a>(names: &'a HashMap<String, String>, id: &str) -> Option<&'a Stri
     names.iter().find(|(full, _)| full.starts_with(id) || id.starts_with(full.as_str())).map(|(_, n)| n)
 }
 
+/// A container's memory limit from the pod spec, in bytes (`resources.limits.memory`).
+pub fn spec_memory_limits(pod: &Pod) -> HashMap<String, u64> {
+    let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+    containers
+        .filter_map(|c| {
+            let q = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+            Some((c.name.clone(), quantity_bytes(&q.0)?))
+        })
+        .collect()
+}
+
+/// Kubernetes quantities as memory limits write them: `128Mi`, `1G`, `1e9`, `512`.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let scale: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    let value: f64 = number.parse().ok()?;
+    (value >= 0.0).then(|| (value * scale).round() as u64)
+}
+
+/// A finding when a container's cgroup limit is not what its pod spec says (an
+/// in-place resize not yet applied, a runtime that rounds, or a pod-level limit
+/// below the container's).
+pub fn limit_mismatches(pod: &Pod, containers: &[v1::Container]) -> Vec<v1::Finding> {
+    let spec = spec_memory_limits(pod);
+    containers
+        .iter()
+        .filter_map(|c| {
+            let want = *spec.get(&c.name)?;
+            let have = c.memory.as_ref()?.limit_bytes?;
+            (have != want).then(|| v1::Finding {
+                id: "memory.limit_mismatch".into(),
+                severity: v1::Severity::Warn as i32,
+                subject: format!("container {}", c.name),
+                container_id: c.id.clone(),
+                message: format!(
+                    "the pod spec limits memory to {want} bytes, the container's cgroup to {have}: the kernel enforces \
+                     the cgroup's"
+                ),
+                evidence: [
+                    ("spec_limit_bytes".to_string(), want.to_string()),
+                    ("cgroup_limit_bytes".into(), have.to_string()),
+                ]
+                .into(),
+                next_step: "check for a pending in-place resize (kubectl get pod -o yaml: status.resize) or a \
+                            pod-level limit"
+                    .into(),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 /// Puts the pod's container names on a diagnose answer's processes and containers.
 pub fn name_containers(
     names: &HashMap<String, String>,
@@ -184,6 +249,32 @@ mod tests {
         );
         let none = pod(serde_json::json!({"metadata": {"name": "demo"}, "spec": {"containers": [{"name": "app"}]}}));
         assert_eq!(find(&none), None);
+    }
+
+    #[test]
+    fn quantities_and_limit_mismatches() {
+        assert_eq!(quantity_bytes("128Mi"), Some(128 << 20));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("1e9"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("512"), Some(512));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("12 parsecs"), None);
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "demo"},
+            "spec": {"containers": [
+                {"name": "a", "resources": {"limits": {"memory": "64Mi"}}},
+                {"name": "b", "resources": {"limits": {"memory": "128Mi"}}}
+            ]}
+        }));
+        let c = |name: &str, limit: u64| v1::Container {
+            name: name.into(),
+            memory: Some(v1::CgroupMemory { limit_bytes: Some(limit), ..Default::default() }),
+            ..Default::default()
+        };
+        let f = limit_mismatches(&p, &[c("a", 64 << 20), c("b", 96 << 20)]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "container b");
+        assert_eq!(f[0].evidence["cgroup_limit_bytes"], (96u64 << 20).to_string());
     }
 
     #[test]

@@ -169,6 +169,22 @@ fn diagnose_pod_through_kubectl_the_api_server_and_a_port_forward() {
     let portforwards = api.requests().iter().filter(|r| r.path.contains("/portforward")).count();
     assert!(portforwards >= 2, "each run port-forwarded: {portforwards}");
 
+    assert!(!d["findings"].as_array().unwrap().iter().any(|f| f["id"] == "memory.limit_mismatch"), "the limits agree");
+    // The spec says 100Mi for app-b, the cgroup 128 MiB: the kernel's is the one that counts, and it is named.
+    let mut resized = api.get("pods", NS, "demo").unwrap();
+    resized["spec"]["containers"][1]["resources"]["limits"]["memory"] = json!("100Mi");
+    api.add(resized);
+    let d =
+        json_out(&kubectl_osl(&api, home.path(), &["diagnose", "pod/demo", "-n", NS, "-o", "json", "--blocked", "0s"]));
+    let f = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "memory.limit_mismatch")
+        .expect("a mismatch finding");
+    assert_eq!(f["subject"], "container app-b");
+    assert_eq!(f["evidence"]["cgroup_limit_bytes"], (128 * MIB).to_string());
+
     // The agent answers only inside the pod's network namespace.
     assert!(std::net::TcpStream::connect("127.0.0.1:7450").is_err(), "the agent is not reachable from the host");
 }
