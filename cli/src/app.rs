@@ -260,7 +260,7 @@ pub fn in_pod(resp: &mut v1::DiagnoseResponse, names: &HashMap<String, String>, 
     agent::name_containers(names, &mut resp.processes, &mut resp.containers);
     if let Some(pod) = pod {
         resp.findings.extend(agent::limit_mismatches(pod, &resp.containers));
-        resp.findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        resp.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     }
 }
 
