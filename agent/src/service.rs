@@ -297,11 +297,26 @@ fn filter_from(filter: Option<v1::Filter>) -> Result<Filter> {
 #[derive(Debug, Clone)]
 pub struct DiagnosticsService {
     agent: Arc<Agent>,
+    /// Reads running at once; the rest wait their turn. Fifty clients at once
+    /// would otherwise be fifty snapshots sharing the CPUs, each with its own
+    /// buffers: the agent's memory would follow the number of clients.
+    readers: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many requests read /proc at once.
+pub const CONCURRENT_READS: usize = 4;
 
 impl DiagnosticsService {
     pub fn new(agent: Arc<Agent>) -> Self {
-        Self { agent }
+        Self { agent, readers: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)) }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let _turn = self.readers.acquire().await.map_err(|_| Status::unavailable("the agent is stopping"))?;
+        blocking(f).await
     }
 }
 
@@ -317,7 +332,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     async fn diagnose(&self, req: Request<v1::DiagnoseRequest>) -> Result<Response<v1::DiagnoseResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.diagnose(req.into_inner())).await
+        self.blocking(move || agent.diagnose(req.into_inner())).await
     }
 
     async fn list_processes(
@@ -325,7 +340,7 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
         req: Request<v1::ListProcessesRequest>,
     ) -> Result<Response<v1::ListProcessesResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.list_processes(req.into_inner())).await
+        self.blocking(move || agent.list_processes(req.into_inner())).await
     }
 
     async fn get_process(
@@ -333,12 +348,12 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
         req: Request<v1::GetProcessRequest>,
     ) -> Result<Response<v1::GetProcessResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.get_process(req.into_inner())).await
+        self.blocking(move || agent.get_process(req.into_inner())).await
     }
 
     async fn list_fds(&self, req: Request<v1::ListFdsRequest>) -> Result<Response<v1::ListFdsResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.list_fds(req.into_inner())).await
+        self.blocking(move || agent.list_fds(req.into_inner())).await
     }
 
     async fn list_reports(
@@ -346,7 +361,7 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
         req: Request<v1::ListReportsRequest>,
     ) -> Result<Response<v1::ListReportsResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.list_reports(req.into_inner())).await
+        self.blocking(move || agent.list_reports(req.into_inner())).await
     }
 
     async fn sample_blocked(
@@ -354,7 +369,7 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
         req: Request<v1::SampleBlockedRequest>,
     ) -> Result<Response<v1::SampleBlockedResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.sample_blocked(req.into_inner())).await
+        blocking(move || agent.sample_blocked(req.into_inner())).await // mostly asleep: no turn taken
     }
 
     type ProfileSyscallsStream = tokio_stream::wrappers::ReceiverStream<Result<v1::ProfileSyscallsEvent, Status>>;
@@ -387,7 +402,7 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
 
     async fn get_report(&self, req: Request<v1::GetReportRequest>) -> Result<Response<v1::GetReportResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.get_report(req.into_inner())).await
+        self.blocking(move || agent.get_report(req.into_inner())).await
     }
 }
 

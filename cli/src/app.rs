@@ -65,8 +65,11 @@ async fn run_in_cluster(cli: &Cli, target: Option<&str>) -> Result<u8, CliError>
         );
         return Ok(code::OK);
     }
+    // A workload or a selector is answered pod by pod (the same shape for one pod
+    // as for ten); a pod target is answered as that pod.
+    let one_pod = target.as_ref().is_some_and(|t| t.kind == target::Kind::Pod);
     if let Command::Diagnose(args) = &cli.command
-        && pods.len() > 1
+        && !one_pod
     {
         return crate::fanout::diagnose(cli, &cluster, pods, args).await;
     }

@@ -12,7 +12,7 @@ use osl_proto::v1;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-pub const CONCURRENCY: usize = 8;
+pub const CONCURRENCY: usize = 16;
 
 pub struct PodAnswer {
     pub pod: String,
