@@ -218,3 +218,36 @@ fn ebpf_counts_exactly_in_the_kernel_without_stopping_the_target() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap();
     assert!(status.contains("TracerPid:\t0\n"), "never traced");
 }
+
+#[test]
+fn a_container_is_profiled_whole() {
+    if !crate::support::privileged("a_container_is_profiled_whole") {
+        return;
+    }
+    // A cgroup whose path carries a container id, as a runtime's does.
+    let id = format!("{:08x}", std::process::id()).repeat(8);
+    let cg = crate::support::V1Cgroup::create(&id, 256 * crate::support::MIB);
+    let mut a = Workload::spawn(2000, 500);
+    let mut b = Workload::spawn(2000, 500);
+    cg.add(a.pid);
+    cg.add(b.pid);
+    let outsider = Workload::spawn(2000, 500); // same program, not in the container
+    let agent = Agent::new(&Roots::default());
+    let (go_a, go_b) = (a.go_after(Duration::from_millis(300)), b.go_after(Duration::from_millis(300)));
+    let req =
+        v1::ProfileSyscallsRequest { container_id: id[..12].to_string(), duration_msec: 1500, ..Default::default() };
+    let p = agent.profile_syscalls(req, |_| true).unwrap();
+    go_a.join().unwrap();
+    go_b.join().unwrap();
+    a.expect_done();
+    b.expect_done();
+    let mut pids = p.pids.clone();
+    pids.sort();
+    let mut want = vec![a.pid, b.pid];
+    want.sort();
+    assert_eq!(pids, want, "the container's processes, not the outsider {}", outsider.pid);
+    let g = stat(&p, "getppid");
+    assert_eq!((g.calls, g.errors), (4000, 0));
+    let o = stat(&p, "openat");
+    assert_eq!((o.calls, o.errors), (1000, 1000));
+}
