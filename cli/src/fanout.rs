@@ -65,8 +65,12 @@ pub async fn diagnose(cli: &Cli, cluster: &Cluster, pods: Vec<Pod>, args: &Diagn
     }
     answers.sort_by_key(|a| (std::cmp::Reverse(worst(a)), a.pod.clone()));
     render::View::detect(cli.output).pods(&answers, cli.output == Output::Wide)?;
+    // Every pod failed: the command failed, with the first pod's error and code.
     if answers.iter().all(|a| a.answer.is_err()) {
-        return Err(answers.into_iter().find_map(|a| a.answer.err()).expect("at least one pod"));
+        if let Some(first) = answers.into_iter().find_map(|a| a.answer.err()) {
+            return Err(first);
+        }
+        return Ok(crate::error::code::OK);
     }
     let findings: Vec<v1::Finding> =
         answers.iter().filter_map(|a| a.answer.as_ref().ok()).flat_map(|r| r.findings.clone()).collect();
