@@ -144,8 +144,7 @@ async fn reach(
                 let names = agent::container_names(&pod);
                 return Ok((Backend::forwarded(addr, client, forward), names, pod));
             }
-            Err(e @ CliError::CannotConnect { .. }) if std::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(CliError::CannotConnect { .. }) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             }
             Err(e) => return Err(e),

@@ -89,9 +89,17 @@ pub struct Progress {
 /// The profiles running in this agent.
 #[derive(Debug)]
 pub struct Profiles {
-    running: Mutex<HashMap<i32, (Backend, Instant)>>,
+    running: Mutex<Running>,
     pub max_duration: Duration,
     pub max_concurrent: usize,
+}
+
+/// The processes being profiled, and how many profiles (one may cover many
+/// processes: a container).
+#[derive(Debug, Default)]
+struct Running {
+    pids: HashMap<i32, (Backend, Instant)>,
+    profiles: usize,
 }
 
 /// How often a running profile looks at its client and its target.
@@ -99,7 +107,7 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 impl Profiles {
     pub fn new(max_duration: Duration, max_concurrent: usize) -> Self {
-        Self { running: Mutex::new(HashMap::new()), max_duration, max_concurrent }
+        Self { running: Mutex::new(Running::default()), max_duration, max_concurrent }
     }
 
     /// Profiles the plan's pids for its duration, or until they all exit, or
@@ -163,16 +171,16 @@ impl Profiles {
 
     fn claim(&self, pids: &[i32], backend: Backend) -> Result<Claim<'_>, AgentError> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((pid, (b, since))) = pids.iter().find_map(|p| running.get(p).map(|r| (*p, *r))) {
+        if let Some((pid, (b, since))) = pids.iter().find_map(|p| running.pids.get(p).map(|r| (*p, *r))) {
             return Err(AgentError::ProfileBusy { pid, backend: b.name(), secs: since.elapsed().as_secs() });
         }
-        let profiles = running.values().map(|(_, t)| *t).collect::<std::collections::HashSet<_>>().len();
-        if profiles >= self.max_concurrent {
+        if running.profiles >= self.max_concurrent {
             return Err(AgentError::TooManyProfiles { max: self.max_concurrent });
         }
+        running.profiles += 1;
         let now = Instant::now();
         for &p in pids {
-            running.insert(p, (backend, now));
+            running.pids.insert(p, (backend, now));
         }
         Ok(Claim { profiles: self, pids: pids.to_vec() })
     }
@@ -187,8 +195,9 @@ struct Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         let mut running = self.profiles.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.profiles -= 1;
         for p in &self.pids {
-            running.remove(p);
+            running.pids.remove(p);
         }
     }
 }
@@ -296,5 +305,28 @@ fn ptrace_error(e: ptrace::PtraceError) -> AgentError {
         ptrace::PtraceError::Gone { pid } => AgentError::ProcessNotFound { pid },
         e @ ptrace::PtraceError::PermissionDenied { .. } => AgentError::BackendUnavailable(e.to_string()),
         e => AgentError::Profile(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_one_per_process_and_bounded_in_number() {
+        let p = Profiles::new(Duration::from_secs(60), 2);
+        let a = p.claim(&[10, 11], Backend::Ebpf).unwrap();
+        assert!(matches!(
+            p.claim(&[11], Backend::Ptrace),
+            Err(AgentError::ProfileBusy { pid: 11, backend: "ebpf", .. })
+        ));
+        // A container with no process yet is still a profile.
+        let b = p.claim(&[], Backend::Ptrace).unwrap();
+        assert!(matches!(p.claim(&[12], Backend::Ptrace), Err(AgentError::TooManyProfiles { max: 2 })));
+        drop(a);
+        let c = p.claim(&[11], Backend::Ptrace).unwrap();
+        drop((b, c));
+        assert_eq!(p.running.lock().unwrap().profiles, 0);
+        assert!(p.running.lock().unwrap().pids.is_empty());
     }
 }

@@ -200,23 +200,19 @@ impl Watcher {
                     let first = &members[0];
                     let now = self.cgroups.read_container(first.pid, &first.cgroups);
                     let limit_of = |c: &Container| c.memory.as_ref().and_then(|m| m.limit_bytes).flatten();
+                    let (was, is) = (limit_of(&w.container), limit_of(&now));
                     w.members = members;
-                    if limit_of(&now).is_some() && limit_of(&now) != limit_of(&w.container) {
-                        tracing::info!(
-                            cgroup = %key,
-                            from = ?limit_of(&w.container),
-                            to = ?limit_of(&now),
-                            "memory limit changed: thresholds re-armed"
-                        );
+                    if is.is_none() || is == was {
+                        continue;
+                    }
+                    tracing::info!(cgroup = %key, from = ?was, to = ?is, "memory limit changed: thresholds re-armed");
+                    let events = self.arm(&now);
+                    if let Some(w) = self.containers.get_mut(&key) {
                         w.container = now;
+                        w.events = events;
                         w.fired_warn = false;
                         w.fired_critical = false;
                         w.fired_prediction = false;
-                        let w = self.containers.get(&key).expect("just seen");
-                        let events = self.arm(&w.container);
-                        if let Some(w) = self.containers.get_mut(&key) {
-                            w.events = events;
-                        }
                     }
                 }
                 None => {
