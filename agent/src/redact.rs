@@ -34,7 +34,7 @@ const AUTH_SCHEMES: &[&[u8]] = &[b"bearer", b"basic", b"token", b"digest"];
 pub fn redact_args(args: &mut [Vec<u8>]) -> bool {
     let program = args.first().map(|a| a.rsplit(|&b| b == b'/').next().unwrap_or(a).to_vec()).unwrap_or_default();
     let mysql = program.starts_with(b"mysql") || program.starts_with(b"mariadb");
-    let mut pending = false;
+    let mut pending = Pending::None;
     let mut redacted = false;
     for arg in args.iter_mut() {
         let ranges = secret_ranges(arg, &mut pending, mysql);
@@ -46,28 +46,53 @@ pub fn redact_args(args: &mut [Vec<u8>]) -> bool {
     redacted
 }
 
+/// What the next word is, carried across words and arguments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Pending {
+    #[default]
+    None,
+    /// After `--password`, `--token`, `Bearer`…: the next word is the secret.
+    Value,
+    /// After `Authorization:`: one optional scheme, then the secret.
+    Scheme,
+}
+
 /// Byte ranges of `arg` that hold secrets, sorted and merged. `pending` carries
 /// "the next word is a secret" across arguments.
-fn secret_ranges(arg: &[u8], pending: &mut bool, mysql: bool) -> Vec<(usize, usize)> {
+fn secret_ranges(arg: &[u8], pending: &mut Pending, mysql: bool) -> Vec<(usize, usize)> {
     let mut ranges = Vec::new();
     for (start, word) in split_keep_offsets(arg, |b| b.is_ascii_whitespace()) {
         let end = start + word.len();
         let lower = word.to_ascii_lowercase();
+        let scheme = AUTH_SCHEMES.contains(&lower.as_slice());
+        let was = std::mem::take(pending);
         // `Authorization: Bearer x`: the scheme is kept, the credential after it is not.
-        if AUTH_SCHEMES.contains(&lower.as_slice()) || lower.ends_with(b"authorization:") {
-            *pending = true;
+        if was == Pending::Scheme && scheme {
+            *pending = Pending::Value;
             continue;
         }
-        if std::mem::take(pending) && !word.starts_with(b"-") {
+        // The value of `--password VALUE` is a secret whatever it spells, `token` too
+        // (found by fuzzing: an auth scheme's name was taken as a scheme there).
+        if was != Pending::None && !word.starts_with(b"-") {
             ranges.push((start, end));
             continue;
         }
-        if word.starts_with(b"-") && !word.contains(&b'=') && is_secret_key(word) {
-            *pending = true;
+        if lower.ends_with(b"authorization:") {
+            *pending = Pending::Scheme;
             continue;
         }
+        if scheme {
+            *pending = Pending::Value;
+            continue;
+        }
+        // Before the flag check: `-pPASSWORD` itself reads as a secret flag (found by
+        // fuzzing: `mysql -ppasswd1` was left whole, the next word redacted instead).
         if mysql && word.starts_with(b"-p") && !word.starts_with(b"--") && word.len() > 2 {
             ranges.push((start + 2, end));
+            continue;
+        }
+        if word.starts_with(b"-") && !word.contains(&b'=') && is_secret_key(word) {
+            *pending = Pending::Value;
             continue;
         }
         for (p, piece) in split_keep_offsets(word, |b| matches!(b, b',' | b';' | b'&' | b'?')) {
@@ -226,5 +251,38 @@ mod tests {
         let many_eq = "password=".repeat(20_000);
         let (out, _) = run(&["x", &many_eq]);
         assert!(out[1].starts_with("password=<redacted>"));
+    }
+
+    #[test]
+    fn the_program_is_judged_by_the_name_it_was_started_with() {
+        // Found by fuzzing: redacting argv[0] can make it read as mysql; its
+        // `-p…` arguments are no password to the program that really runs.
+        let (out, redacted) = run(&["/opt/mysql?token=abc/x", "-print"]);
+        assert_eq!(out, ["/opt/mysql?token=<redacted>", "-print"]);
+        assert!(redacted);
+        let (out, _) = run(&["/usr/bin/mysql", "-phunter2"]);
+        assert_eq!(out[1], "-p<redacted>");
+    }
+
+    #[test]
+    fn a_mysql_password_that_reads_as_a_secret_word_is_redacted() {
+        // Found by fuzzing (fuzz/regressions/cmdline/mysql-p-secret-word).
+        let (out, _) = run(&["mysql", "-ppasswd3r2", "db"]);
+        assert_eq!(out, ["mysql", "-p<redacted>", "db"]);
+        let (out, _) = run(&["mysql", "-ptoken", "-h", "db"]);
+        assert_eq!(out, ["mysql", "-p<redacted>", "-h", "db"]);
+    }
+
+    #[test]
+    fn a_password_that_spells_an_auth_scheme_is_redacted() {
+        // Found by fuzzing (fuzz/regressions/cmdline/password-token).
+        for word in ["token", "Bearer", "basic"] {
+            let (out, _) = run(&["app", "--password", word, "--port", "80"]);
+            assert_eq!(out, ["app", "--password", "<redacted>", "--port", "80"]);
+        }
+        let (out, _) = run(&["curl", "-H", "Authorization: Bearer abc", "-H", "Authorization: token def"]);
+        assert_eq!(out, ["curl", "-H", "Authorization: Bearer <redacted>", "-H", "Authorization: token <redacted>"]);
+        let (out, _) = run(&["curl", "-H", "Authorization: Bearer token"]);
+        assert_eq!(out, ["curl", "-H", "Authorization: Bearer <redacted>"]);
     }
 }

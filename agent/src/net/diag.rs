@@ -73,8 +73,9 @@ fn request(seq: u32, family: u8, protocol: u8) -> Vec<u8> {
     m
 }
 
+/// One netlink message of a sock_diag reply.
 #[derive(Debug, PartialEq, Eq)]
-enum Message {
+pub enum Message {
     Socket(DiagSocket),
     Done,
     Error(i32),
@@ -83,17 +84,17 @@ enum Message {
 
 /// The fields of an inet_diag_msg osl uses.
 #[derive(Debug, PartialEq, Eq)]
-struct DiagSocket {
-    local: SocketAddr,
-    remote: SocketAddr,
-    state: u8,
-    rqueue: u32,
-    wqueue: u32,
-    inode: u64,
+pub struct DiagSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: u8,
+    pub rqueue: u32,
+    pub wqueue: u32,
+    pub inode: u64,
 }
 
 impl DiagSocket {
-    fn entry(&self, tcp: bool) -> SocketEntry {
+    pub fn entry(&self, tcp: bool) -> SocketEntry {
         let v6 = self.local.is_ipv6();
         let protocol = match (tcp, v6) {
             (true, false) => InetProtocol::Tcp,
@@ -139,8 +140,9 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Splits a datagram into netlink messages (each aligned to 4 bytes).
-fn messages(mut b: &[u8]) -> Vec<Message> {
+/// Splits a datagram into netlink messages (each aligned to 4 bytes); a
+/// truncated or malformed tail is dropped.
+pub fn messages(mut b: &[u8]) -> Vec<Message> {
     let mut out = Vec::new();
     while b.len() >= NLMSG_HDRLEN {
         let Some(len) = u32_at(b, 0).map(|l| l as usize).filter(|&l| l >= NLMSG_HDRLEN && l <= b.len()) else {
@@ -150,7 +152,11 @@ fn messages(mut b: &[u8]) -> Vec<Message> {
         let body = &b[NLMSG_HDRLEN..len];
         out.push(match kind {
             NLMSG_DONE => Message::Done,
-            NLMSG_ERROR => Message::Error(u32_at(body, 0).map_or(libc::EIO, |e| -(e as i32))),
+            // nlmsgerr.error is a negative errno; anything else is no errno (found by fuzzing:
+            // i32::MIN overflowed the negation).
+            NLMSG_ERROR => Message::Error(
+                u32_at(body, 0).and_then(|e| (e as i32).checked_neg()).filter(|&e| e > 0).unwrap_or(libc::EIO),
+            ),
             SOCK_DIAG_BY_FAMILY if body.len() >= INET_DIAG_MSG_LEN => {
                 diag_socket(body).map_or(Message::Other, Message::Socket)
             }
@@ -224,5 +230,23 @@ mod tests {
         let mut lying = socket;
         lying[0..4].copy_from_slice(&9999u32.to_ne_bytes());
         assert!(messages(&lying).is_empty());
+    }
+
+    #[test]
+    fn an_error_message_without_a_negative_errno_is_eio() {
+        let error = |code: i32| {
+            let mut m = vec![0u8; NLMSG_HDRLEN + 4];
+            m[0..4].copy_from_slice(&((NLMSG_HDRLEN + 4) as u32).to_ne_bytes());
+            m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            m[NLMSG_HDRLEN..].copy_from_slice(&code.to_ne_bytes());
+            messages(&m)
+        };
+        assert_eq!(error(-libc::EPERM), [Message::Error(libc::EPERM)]);
+        // A regression input of fuzz/regressions/sock_diag: i32::MIN panicked the negation.
+        for odd in [i32::MIN, 0, 5] {
+            assert_eq!(error(odd), [Message::Error(libc::EIO)], "{odd}");
+        }
+        let found = include_bytes!("../../../fuzz/regressions/sock_diag/negate-overflow");
+        let _ = messages(found);
     }
 }

@@ -16,13 +16,18 @@ pub fn parse_stat(bytes: &[u8]) -> Result<(Vec<u8>, Stat), String> {
     if close < open {
         return Err("')' before '('".into());
     }
-    // procfs slices around the parentheses: "PID (comm) S …" must hold both.
-    if open < 2 || bytes[open - 1] != b' ' || bytes.len() < close + 3 || bytes[close + 1] != b' ' {
+    let comm = bytes[open + 1..close].to_vec();
+    // procfs slices the trimmed, lossily decoded line around its parentheses
+    // without checking: "PID (comm) S …" must hold there (found by fuzzing:
+    // "1 (a) \n" trims to "1 (a)", one byte short of the slice after ") ").
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.trim().as_bytes();
+    let (open, close) = (line.iter().position(|&b| b == b'('), line.iter().rposition(|&b| b == b')'));
+    let (Some(open), Some(close)) = (open, close) else { return Err("not 'pid (comm) state …'".into()) };
+    if open < 2 || close < open || line[open - 1] != b' ' || line.len() < close + 3 || line[close + 1] != b' ' {
         return Err("not 'pid (comm) state …'".into());
     }
-    let comm = bytes[open + 1..close].to_vec();
-    let text = String::from_utf8_lossy(bytes);
-    let stat = Stat::from_read(text.as_bytes()).map_err(|e| e.to_string())?;
+    let stat = Stat::from_read(line).map_err(|e| e.to_string())?;
     Ok((comm, stat))
 }
 
@@ -154,6 +159,9 @@ mod tests {
             b"(x) S 1",
             b"1 (x)S 1",
             b"1(x) S 1",
+            // Found by fuzzing: procfs trims the line, then slices past its end.
+            b"1 (a) \n",
+            include_bytes!("../../../fuzz/regressions/stat/trimmed-short-tail"),
         ] {
             assert!(parse_stat(bad).is_err(), "{bad:?}");
         }
