@@ -175,6 +175,14 @@ mod tests {
         }
         let dir = unified.join(format!("osl-psi-test-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
+        // Removed also when an assertion fails (declared first: dropped after the fds).
+        struct RemoveDir<'a>(&'a Path);
+        impl Drop for RemoveDir<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(self.0);
+            }
+        }
+        let _cleanup = RemoveDir(&dir);
         let ok = V2Events::register(&dir, "some 200000 2000000").unwrap();
         assert!(ok.has_psi_trigger());
         let bad = V2Events::register(&dir, "bogus");
