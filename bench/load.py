@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The agent under load: latency, errors, and whether its memory keeps growing.
 
-    python3 bench/load.py                 # 50 clients x 2,000 Diagnose calls, twice
+    python3 bench/load.py                 # 50 clients x 2,000 Diagnose calls (two rounds of 1,000)
     python3 bench/load.py --churn         # 20 clients x 200 calls while 200 processes a second come and go
 
 Builds the release agent and CLI (one `cargo build --release -p osl-agent -p
@@ -9,9 +9,10 @@ osl-cli`), starts `osl-agent serve --listen 127.0.0.1:0 --no-watch` with ~20
 idle sleepers around so Diagnose has work, and drives it over loopback with the
 cli's `load` example (tonic; one connection per client), which times every call.
 
-Default mode: two identical rounds. The agent's VmRSS is sampled at rest, after
-round 1 and after round 2: growth from round 1 to round 2 is a leak, growth
-before round 1 is warm-up (allocator arenas, buffers). Passes when no call
+Default mode: each client's --calls are made in two identical rounds. The
+agent's VmRSS is sampled at rest, after round 1 and after round 2: growth from
+round 1 to round 2 is a leak, growth before round 1 is warm-up (allocator
+arenas, buffers). Passes when no call
 failed and RSS grew by at most --max-rss-growth-pct (10%) between the rounds.
 
 --churn: a shell loop starts and ends short `sleep` processes continuously
@@ -21,9 +22,9 @@ however many processes vanish while the agent reads them.
 Also printed: RSS after --idle seconds with no load (the runtime's idle
 blocking threads have exited by then), i.e. what the agent keeps after a burst.
 
-Cost: a Diagnose of ~110 processes takes ~65 ms of agent CPU, so on a 2-core
-machine the agent answers ~20 calls/s: the default 2 x 100,000 calls take
-~3 hours there; `--calls 200` (2 x 10,000) ~17 minutes, --churn ~4 minutes.
+Cost: with at most 4 requests reading /proc at once, a 2-core machine answers
+~50 Diagnose calls/s of ~90 processes: the default 100,000 calls take ~35
+minutes there; `--calls 80` (4,000) ~2 minutes, --churn ~2 minutes.
 
 Exit status: 0 when the verdict is PASS, 1 otherwise.
 """
@@ -156,7 +157,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--churn", action="store_true", help="the process-churn check instead of the two rounds")
     ap.add_argument("--clients", type=int, help="default 50 (20 with --churn)")
-    ap.add_argument("--calls", type=int, help="calls per client; default 2000 (200 with --churn)")
+    ap.add_argument("--calls", type=int, help="calls per client in all; default 2000 (200 with --churn)")
     ap.add_argument("--sleepers", type=int, default=20)
     ap.add_argument("--churn-rate", type=int, default=200, help="processes started a second (--churn)")
     ap.add_argument("--max-rss-growth-pct", type=float, default=10.0)
@@ -197,8 +198,8 @@ def main():
             return 0 if ok else 1
 
         rounds, samples = [], [("at rest", rest)]
-        for i in (1, 2):
-            rounds.append(load(agent.addr, clients, calls, args.blocked_sample_msec))
+        for i, n in ((1, calls // 2), (2, calls - calls // 2)):
+            rounds.append(load(agent.addr, clients, n, args.blocked_sample_msec))
             time.sleep(1)  # connections closed, buffers returned
             samples.append((f"after round {i}", agent.sample()))
         time.sleep(max(0.0, args.idle - 1))
@@ -206,6 +207,9 @@ def main():
         print("load:")
         for i, r in enumerate(rounds, 1):
             print(fmt_round(f"round {i}", r))
+        print(f"  in all: {sum(r['total_calls'] for r in rounds)} calls ({clients} clients x {calls}), "
+              f"errors {sum(r['errors'] for r in rounds)}, p99 {max(r['p99_ms'] or 0 for r in rounds):.2f} ms "
+              f"(the higher round's)")
         for name, s in samples:
             print(fmt_sample(name, s))
         print(fmt_sample(f"idle {args.idle:.0f} s", idle))
