@@ -13,7 +13,7 @@ Prints CPU as a share of one core and RSS (and its high-water mark), against
 DESIGN.md's budgets (0.5% of a core, 15 MiB). Needs root (cgroup, namespaces)
 and an existing release build (`cargo build --release -p osl-agent`).
 """
-import argparse, os, re, signal, subprocess, sys, tempfile, time
+import argparse, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "target", "release", "osl-agent")
@@ -44,12 +44,15 @@ def main():
     os.makedirs(CGROUP, exist_ok=True)
     with open(f"{CGROUP}/memory.limit_in_bytes", "w") as f:
         f.write(str(256 << 20))
-    reports = tempfile.mkdtemp(prefix="osl-idle-")
+    work = tempfile.mkdtemp(prefix="osl-idle-")
+    log = os.path.join(work, "agent.log")
     script = (f"echo $$ > {CGROUP}/cgroup.procs; "
               f"for i in $(seq {args.procs}); do sleep 100000 & done; "
-              f"exec {AGENT} serve --listen 127.0.0.1:0 --report-dir {reports} --events off")
+              f"exec {AGENT} serve --listen 127.0.0.1:0 --report-dir {work}/reports --events off 2>{log}")
+    # The watcher says which containers it watches at debug level, once each.
+    env = {**os.environ, "OSL_LOG": "info,osl_agent::watch=debug", "NO_COLOR": "1"}
     pod = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                           stdout=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         agent = None
         for _ in range(100):
@@ -60,8 +63,11 @@ def main():
                 agent = int(found[0])
                 break
         if agent is None:
-            sys.exit("the agent did not start: " + pod.stderr.read1().decode(errors="replace"))
+            sys.exit("the agent did not start: " + open(log, errors="replace").read())
         time.sleep(10)  # start-up: first scan, thresholds armed, idle runtime threads gone
+        watching = [l for l in open(log, errors="replace") if "watching a container" in l]
+        if not any("osl-bench-idle" in l and "woken_by_kernel=true" in l for l in watching):
+            sys.exit(f"the watcher is not watching {CGROUP} with eventfds: {watching or 'no such log line'}")
         c0, t0 = cpu_secs(agent), time.monotonic()
         rss = []
         while time.monotonic() - t0 < args.seconds:
@@ -81,6 +87,7 @@ def main():
     finally:
         os.killpg(pod.pid, signal.SIGKILL)
         pod.wait()
+        shutil.rmtree(work)
         for _ in range(50):
             try:
                 os.rmdir(CGROUP)

@@ -16,10 +16,9 @@ fuzz_target!(|data: &[u8]| {
     };
     for (_, entry) in rows.into_iter().flatten() {
         match entry {
-            SocketEntry::Inet { local, remote, state, .. } => {
+            SocketEntry::Inet { local, remote, .. } => {
                 parse::endpoint(&local);
                 parse::endpoint(&remote);
-                let _ = state;
             }
             SocketEntry::Unix { path, socket_type, state, listening } => {
                 // A bound name is kept byte for byte as the kernel wrote it.
