@@ -92,7 +92,8 @@ impl Agent {
         // A zombie has exited (its /proc entry lasts until its parent reaps it).
         let alive = |p: i32| self.collector.proc_reader().read_brief(p).is_ok_and(|b| !b.dead);
         let more = || if container.container_id.is_some() { members(&container).unwrap_or_default() } else { vec![] };
-        let plan = profile::Plan { pids, backend, duration, tick_every: tick };
+        let fallback = asked == v1::ProfileBackend::Unspecified;
+        let plan = profile::Plan { pids, backend, duration, tick_every: tick, fallback };
         let outcome = self.profiles.run(plan, alive, more, |p| {
             progress(p.map(|p| v1::ProfileProgress {
                 elapsed_msec: p.elapsed.as_millis() as u64,
@@ -101,6 +102,10 @@ impl Agent {
                 errors: p.errors,
             }))
         })?;
+        let (backend, reason) = match &outcome.fell_back {
+            Some(why) => (profile::Backend::Ptrace, profile::fallback_reason(why)),
+            None => (backend, reason),
+        };
         let summary = profile::summary::summarize(&outcome.counts);
         let found = profile::findings::evaluate(&summary, outcome.elapsed, &subject, pid);
         let comm = |pid: i32, tid: i32| -> Vec<u8> {

@@ -436,7 +436,30 @@ fn strace_of_a_missing_process_exits_3_and_an_impossible_backend_5() {
     let me = std::process::id().to_string();
     let denied = as_nobody(&["strace", "--local", "--pid", &me, "--backend", "ebpf", "--duration", "1s"]);
     assert_eq!(code(&denied), 5, "{}", stderr(&denied));
-    assert!(stderr(&denied).contains("the ebpf backend needs CAP_BPF and CAP_PERFMON"), "{}", stderr(&denied));
+    // The cause the start-up trial measured: bpf() reached the kernel and was refused for want of capabilities.
+    let why = stderr(&denied);
+    assert!(why.contains("the ebpf backend cannot run here: creating a BPF map failed (EPERM"), "{why}");
+    assert!(why.contains("needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"), "{why}");
+
+    // The default backend falls back to ptrace and says why (a target of nobody's own, which
+    // an agent running as nobody may trace).
+    let mut sleeper = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "30"])
+        .spawn()
+        .expect("setpriv sleep");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let target = sleeper.id().to_string();
+    let auto = as_nobody(&["strace", "--local", "--pid", &target, "--duration", "300ms"]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(code(&auto), 0, "{}", stderr(&auto));
+    let head = String::from_utf8_lossy(&auto.stdout).lines().next().unwrap_or_default().to_string();
+    assert!(
+        head.starts_with(&format!(
+            "pid {target} · backend ptrace (ebpf is unavailable (creating a BPF map failed (EPERM"
+        )),
+        "{head}"
+    );
 }
 
 #[test]

@@ -810,11 +810,14 @@ fn load_program(name: &str, insns: &[Insn]) -> Result<OwnedFd, BpfError> {
 }
 
 fn attach_raw_tracepoint(tp: &CStr, prog: &OwnedFd) -> Result<OwnedFd, BpfError> {
+    raw_tracepoint_open(tp, prog).map_err(|e| bpf_err(&format!("attaching to raw tracepoint {tp:?}"), e))
+}
+
+fn raw_tracepoint_open(tp: &CStr, prog: &OwnedFd) -> io::Result<OwnedFd> {
     let mut attr =
         RawTracepointAttr { name: tp.as_ptr() as u64, prog_fd: prog.as_raw_fd() as u32, ..Default::default() };
     // SAFETY: name points to a live NUL-terminated string, read by the kernel.
     unsafe { sys_bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut attr) }
-        .map_err(|e| bpf_err(&format!("attaching to raw tracepoint {tp:?}"), e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,6 +836,57 @@ fn kernel_dev(st_dev: u64) -> u64 {
     let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & !0xfff);
     let minor = (st_dev & 0xff) | ((st_dev >> 12) & !0xff);
     (major << 20) | minor
+}
+
+/// Where a trial of what the counter needs stopped, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What was being tried: "creating a BPF map", "loading a BPF program", …
+    pub step: &'static str,
+    pub errno: i32,
+    /// Whether bpf() reaches the kernel's own bpf code at all: an unknown command gets
+    /// EINVAL there. False: something answered before it, i.e. a seccomp filter (or a
+    /// kernel without the bpf syscall).
+    pub reaches_kernel: bool,
+}
+
+/// Tries, for real, what [`Counter::attach`] needs — a map, a raw-tracepoint program,
+/// an attachment to `sys_enter` — with a one-entry map and a two-instruction program
+/// that does nothing, each closed at once. Capabilities alone cannot answer this: a
+/// seccomp profile or an LSM may refuse bpf() to a process that has CAP_BPF.
+pub fn try_attach() -> Result<(), Refused> {
+    let refused = |step, e: io::Error| Refused {
+        step,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        reaches_kernel: bpf_reaches_kernel(),
+    };
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_name: obj_name("osl_probe"),
+        ..Default::default()
+    };
+    // SAFETY: MapCreateAttr is the BPF_MAP_CREATE prefix of bpf_attr and holds no pointers.
+    let map = unsafe { sys_bpf_fd(BPF_MAP_CREATE, &mut attr) }.map_err(|e| refused("creating a BPF map", e))?;
+    drop(map);
+    let noop = [mov64_imm(R0, 0), exit()];
+    let prog = prog_load("osl_probe", &noop, None).map_err(|e| refused("loading a BPF program", e))?;
+    let link =
+        raw_tracepoint_open(c"sys_enter", &prog).map_err(|e| refused("attaching to raw tracepoint sys_enter", e))?;
+    drop(link);
+    Ok(())
+}
+
+/// bpf() with a command no kernel has: EINVAL from the kernel's own dispatch, or the
+/// errno of whatever answered first.
+fn bpf_reaches_kernel() -> bool {
+    const NO_SUCH_COMMAND: u32 = 0x7fff_ffff;
+    let mut attr = MapCreateAttr::default();
+    // SAFETY: an all-zero attr with no pointers; the kernel rejects the command unread.
+    let r = unsafe { sys_bpf(NO_SUCH_COMMAND, &mut attr) };
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL))
 }
 
 /// An attached syscall counter. Dropping it detaches the programs and frees the maps.

@@ -13,7 +13,7 @@ pub mod ptrace;
 pub mod summary;
 
 use crate::error::AgentError;
-use crate::probe::{Level, Privileges};
+use crate::probe::Privileges;
 use counts::Counts;
 use osl_proto::v1;
 use std::collections::HashMap;
@@ -36,26 +36,25 @@ impl Backend {
 }
 
 /// The backend for a request and why: asked for, or the cheapest the agent may use.
+/// What the start-up trial measured decides, not the capabilities: a seccomp profile
+/// may refuse bpf() to an agent that holds CAP_BPF.
 pub fn choose(asked: v1::ProfileBackend, privileges: &Privileges) -> Result<(Backend, String), AgentError> {
-    let ebpf_ok = privileges.level >= Level::Ebpf;
-    match asked {
-        v1::ProfileBackend::Ebpf if !ebpf_ok => Err(AgentError::BackendUnavailable(
-            "the ebpf backend needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); the agent has neither: \
-             give it the ebpf level, or use --backend ptrace"
-                .into(),
-        )),
-        v1::ProfileBackend::Ebpf => Ok((Backend::Ebpf, "asked for".into())),
-        v1::ProfileBackend::Ptrace => Ok((Backend::Ptrace, "asked for".into())),
-        v1::ProfileBackend::Unspecified if ebpf_ok => {
+    match (asked, &privileges.ebpf) {
+        (v1::ProfileBackend::Ebpf, Err(why)) => Err(AgentError::BackendUnavailable(format!(
+            "the ebpf backend cannot run here: {why}; or use --backend ptrace"
+        ))),
+        (v1::ProfileBackend::Ebpf, Ok(())) => Ok((Backend::Ebpf, "asked for".into())),
+        (v1::ProfileBackend::Ptrace, _) => Ok((Backend::Ptrace, "asked for".into())),
+        (v1::ProfileBackend::Unspecified, Ok(())) => {
             Ok((Backend::Ebpf, "the agent may load BPF programs: counting in the kernel, no stops".into()))
         }
-        v1::ProfileBackend::Unspecified => Ok((
-            Backend::Ptrace,
-            "the agent may not load BPF programs (no CAP_BPF/CAP_PERFMON): ptrace, which stops the target \
-             at every syscall"
-                .into(),
-        )),
+        (v1::ProfileBackend::Unspecified, Err(why)) => Ok((Backend::Ptrace, fallback_reason(why))),
     }
+}
+
+/// Why auto chose ptrace over ebpf.
+pub fn fallback_reason(why: &str) -> String {
+    format!("ebpf is unavailable ({why}): ptrace, which stops the target at every syscall")
 }
 
 /// What a finished profile hands to the conversion.
@@ -66,6 +65,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Why it ended early, if it did.
     pub partial: Option<String>,
+    /// Why ebpf, chosen by default, could not attach and ptrace ran instead.
+    pub fell_back: Option<String>,
 }
 
 /// What to profile, how, and how long.
@@ -76,6 +77,8 @@ pub struct Plan {
     pub duration: Duration,
     /// How often the tick callback gets a [`Progress`].
     pub tick_every: Duration,
+    /// Whether ebpf failing to attach may fall back to ptrace (the backend was not asked for).
+    pub fallback: bool,
 }
 
 /// A tick: what has been counted so far.
@@ -122,7 +125,7 @@ impl Profiles {
         more_pids: impl Fn() -> Vec<i32>,
         mut tick: impl FnMut(Option<Progress>) -> bool,
     ) -> Result<Outcome, AgentError> {
-        let Plan { pids, backend, duration, tick_every } = plan;
+        let Plan { pids, backend, duration, tick_every, fallback } = plan;
         if duration > self.max_duration {
             return Err(AgentError::InvalidArgument(format!(
                 "profiles are capped at {} s in this agent (--max-profile-duration); asked {} s",
@@ -132,7 +135,12 @@ impl Profiles {
         }
         let _claim = self.claim(&pids, backend)?;
         let started = Instant::now();
-        let mut live = Live::start(backend, &pids)?;
+        let (mut live, fell_back) = match Live::start(backend, &pids) {
+            Err(AgentError::BackendUnavailable(why)) if backend == Backend::Ebpf && fallback => {
+                (Live::start(Backend::Ptrace, &pids)?, Some(why))
+            }
+            started => (started?, None),
+        };
         let mut traced = pids.clone();
         let mut next_tick = started + tick_every;
         let mut next_rescan = started + Duration::from_secs(1);
@@ -166,7 +174,7 @@ impl Profiles {
             }
         };
         let counts = live.finish()?;
-        Ok(Outcome { counts, pids: traced, elapsed: started.elapsed(), partial })
+        Ok(Outcome { counts, pids: traced, elapsed: started.elapsed(), partial, fell_back })
     }
 
     fn claim(&self, pids: &[i32], backend: Backend) -> Result<Claim<'_>, AgentError> {
@@ -311,6 +319,30 @@ fn ptrace_error(e: ptrace::PtraceError) -> AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Level;
+
+    #[test]
+    fn the_measured_trial_decides_the_backend() {
+        let refused = Privileges {
+            level: Level::Ptrace,
+            capabilities: u64::MAX,
+            ebpf: Err("creating a BPF map failed (EPERM): seccomp".into()),
+            limitations: vec![],
+        };
+        let (b, why) = choose(v1::ProfileBackend::Unspecified, &refused).unwrap();
+        assert_eq!(
+            (b, why.as_str()),
+            (
+                Backend::Ptrace,
+                "ebpf is unavailable (creating a BPF map failed (EPERM): seccomp): ptrace, which stops the target at every syscall"
+            )
+        );
+        let Err(AgentError::BackendUnavailable(e)) = choose(v1::ProfileBackend::Ebpf, &refused) else { panic!() };
+        assert!(e.contains("seccomp"), "{e}");
+        let allowed = Privileges { ebpf: Ok(()), level: Level::Ebpf, ..refused };
+        assert_eq!(choose(v1::ProfileBackend::Unspecified, &allowed).unwrap().0, Backend::Ebpf);
+        assert_eq!(choose(v1::ProfileBackend::Ptrace, &allowed).unwrap().0, Backend::Ptrace);
+    }
 
     #[test]
     fn claims_are_one_per_process_and_bounded_in_number() {
