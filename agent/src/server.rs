@@ -72,10 +72,12 @@ pub async fn serve_with_token(
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DiagnosticsServer<DiagnosticsService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(osl_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 and v1alpha: grpcio-reflection (Python) and older grpcurl/grpcui speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(osl_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let diagnostics = DiagnosticsServer::new(DiagnosticsService::new(agent))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -83,7 +85,8 @@ pub async fn serve_with_token(
     tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(diagnostics)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
