@@ -457,6 +457,38 @@ def check_dockerfile() -> None:
     R.check("Dockerfile: EXPOSE 7450", re.search(r"(?m)^EXPOSE\s+7450\b", text) is not None)
 
 
+def check_seccomp_profile(chart: helm.Chart) -> list[dict]:
+    """seccomp/osl-ebpf.json: bpf and perf_event_open allowed unconditionally,
+    open_by_handle_at never, and (where this machine has the engine default it is
+    derived from) nothing else changed. The chart's value renders into the agent only."""
+    profile = json.loads((CHART / "seccomp" / "osl-ebpf.json").read_text())
+    rules = profile["syscalls"]
+    def rules_for(name: str) -> list[dict]:
+        return [r for r in rules if name in r["names"]]
+    for name in ("bpf", "perf_event_open"):
+        R.check(f"seccomp profile: {name} allowed, whatever the capabilities",
+                [(r["action"], bool(r.get("includes")), bool(r.get("excludes"))) for r in rules_for(name)]
+                == [("SCMP_ACT_ALLOW", False, False)], rules_for(name))
+    R.check("seccomp profile: open_by_handle_at denied, whatever the capabilities",
+            [(r["action"], bool(r.get("includes")), bool(r.get("excludes"))) for r in rules_for("open_by_handle_at")]
+            == [("SCMP_ACT_ERRNO", False, False)], rules_for("open_by_handle_at"))
+    R.equal("seccomp profile: denies by default", profile["defaultAction"], "SCMP_ACT_ERRNO")
+    base = Path("/usr/share/containers/seccomp.json")
+    if base.is_file():
+        import subprocess
+        p = subprocess.run([sys.executable, str(CHART / "seccomp" / "generate.py"), "--check", str(base)],
+                           capture_output=True, text=True)
+        R.check("seccomp profile: derived from this engine's default", p.returncode == 0, p.stderr.strip())
+    values = {"level": "ebpf", "seccompProfile": {"type": "Localhost", "localhostProfile": "osl/osl-ebpf.json"}}
+    objs = render(chart, values)
+    deploy = one(objs, "Deployment")
+    R.equal("seccompProfile Localhost: the agent's", agent_of(deploy)["securityContext"]["seccompProfile"],
+            values["seccompProfile"])
+    app = deploy["spec"]["template"]["spec"]["containers"][0]
+    R.check("seccompProfile Localhost: not the app's", "seccompProfile" not in app.get("securityContext", {}), app)
+    return objs
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -486,6 +518,7 @@ def main() -> int:
         for k, v in guarded("levels", check_levels, chart, default={}).items():
             rendered[f"level {k}"] = v
         rendered.update(guarded("switches", check_switches, chart, default={}))
+        rendered["seccomp Localhost"] = guarded("seccomp profile", check_seccomp_profile, chart, default=[])
     rendered["parent chart"] = guarded("parent chart", check_parent_chart, default=[])
 
     versions = kube_versions()
