@@ -10,6 +10,10 @@
 //!                                   read(2) on a pipe, futex(2) on a held mutex and a sleep
 //!   osl-testproc many N             hold N fds: 35% files, 30% socketpair ends, 23% pipe ends,
 //!                                   12% TCP connection ends (both ends of each connection)
+//!   osl-testproc connect PORT       hold one TCP connection to 127.0.0.1:PORT (retried for 60 s
+//!                                   until something listens), never reading it; ignores stdin
+//!   osl-testproc eat MIBPS          touch MIBPS MiB a second from the start until killed;
+//!                                   ignores stdin (for containers, whose stdin is /dev/null)
 //!
 //! It prints `ready` (with `cow`: `ready PID…`) once its state is in place, then
 //! obeys stdin: `alloc MIB` touches more memory and answers `ok`; `grow MIBPS`
@@ -82,10 +86,23 @@ fn main() {
         }
         Some("many") => many(num(1), &mut owned),
         Some("blockers") => blockers(&mut owned),
+        Some("connect") => {
+            let stream = connect_retrying(num(1) as u16);
+            ready.push_str(&format!(" {}", stream.local_addr().expect("local addr").port()));
+            owned.push(Box::new(stream));
+        }
+        Some("eat") => {}
         _ => usage(),
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{ready}").and_then(|()| out.flush()).expect("stdout");
+    match args[0].as_str() {
+        "connect" => loop {
+            std::thread::park();
+        },
+        "eat" => grow(&mut held, num(1) as u64),
+        _ => {}
+    }
     for line in std::io::stdin().lock().lines() {
         let line = line.expect("stdin");
         if let Some(mib) = line.strip_prefix("alloc ").and_then(|m| m.trim().parse().ok()) {
@@ -93,17 +110,34 @@ fn main() {
             writeln!(out, "ok").and_then(|()| out.flush()).expect("stdout");
         } else if let Some(rate) = line.strip_prefix("grow ").and_then(|m| m.trim().parse::<u64>().ok()) {
             writeln!(out, "ok").and_then(|()| out.flush()).expect("stdout");
-            let every = std::time::Duration::from_micros(1_000_000 / rate.max(1));
-            let start = std::time::Instant::now();
-            for n in 1u32.. {
-                held.push(touch(1));
-                if let Some(wait) = (every * n).checked_sub(start.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
+            grow(&mut held, rate);
         }
     }
     drop((held, files, owned));
+}
+
+/// Touches `rate` MiB a second until the process is killed.
+fn grow(held: &mut Vec<Vec<u8>>, rate: u64) -> ! {
+    let every = std::time::Duration::from_micros(1_000_000 / rate.max(1));
+    let start = std::time::Instant::now();
+    for n in 1u32.. {
+        held.push(touch(1));
+        if let Some(wait) = (every * n).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    unreachable!("grew 4 PiB")
+}
+
+fn connect_retrying(port: u16) -> std::net::TcpStream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("connect to 127.0.0.1:{port}: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Three threads blocked where the blocked-on sampler must find them. The mutex
@@ -233,7 +267,7 @@ fn child_sleeps() -> ! {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: osl-testproc anon MIB | cow CHILDREN MIB | fds N [NOFILE] | kinds PORT DIR | leak MS NOFILE | churn | many N"
+        "usage: osl-testproc anon MIB | cow CHILDREN MIB | fds N [NOFILE] | kinds PORT DIR | leak MS NOFILE | churn | many N | blockers | connect PORT | eat MIBPS"
     );
     std::process::exit(2)
 }
