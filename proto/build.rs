@@ -25,9 +25,8 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
 ];
 
 fn main() -> io::Result<()> {
-    for proto in PROTOS {
-        println!("cargo:rerun-if-changed={proto}");
-    }
+    // The directory, not the PROTOS: their imports (fds, reports, profile…) count too.
+    println!("cargo:rerun-if-changed=osl/v1");
     let fds = protox::compile(PROTOS, ["."]).map_err(io::Error::other)?;
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::write(out.join("osl_v1_descriptor.bin"), fds.encode_to_vec())?;
