@@ -12,6 +12,7 @@
 
 pub mod events;
 pub mod store;
+pub mod victim;
 
 use crate::cgroup::{CgroupReader, files, working_set};
 use crate::convert;
@@ -22,7 +23,7 @@ use crate::model::{CgroupLocation, CgroupVersion, Container, Process};
 use crate::proc::{Brief, ProcReader};
 use osl_proto::v1;
 use rustix::fd::OwnedFd;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,6 +71,17 @@ static REPORT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// The longest the watcher sleeps without looking at its stop flag.
 const STOP_LATENCY: Duration = Duration::from_millis(200);
 
+/// A process is re-placed at every poll while younger than this: a runtime moves a
+/// new process into its container's cgroup just after creating it (and a poll may
+/// fall in between). Later moves are found by the rescan.
+const YOUNG: Duration = Duration::from_secs(2);
+
+/// After the kernel wakes the watcher, it polls every HOT_POLL for HOT_FOR; a
+/// container at NEAR_PCT of its limit or more, always.
+const HOT_POLL: Duration = Duration::from_millis(20);
+const HOT_FOR: Duration = Duration::from_secs(1);
+const NEAR_PCT: f64 = 50.0;
+
 /// How long a post-mortem waits for the OOM victim to finish exiting.
 const VICTIM_WAIT: Duration = Duration::from_secs(1);
 
@@ -85,6 +97,13 @@ pub struct Watcher {
     cfg: WatchConfig,
     containers: BTreeMap<String, Watched>,
     last_rescan: Option<Instant>,
+    /// The pids of the last poll, with when each was first seen: a pid new or young
+    /// (see [`YOUNG`]) is read and placed at each poll, so that a new container is
+    /// watched within one poll, not one rescan.
+    seen: HashMap<i32, Instant>,
+    /// Containers without a memory limit, not re-read for each new process until the
+    /// next rescan (which notices a limit set later).
+    unlimited: HashSet<String>,
     /// Where reports are announced as Kubernetes Events, when on.
     notify: Option<NoticeSender>,
 }
@@ -106,6 +125,11 @@ struct Watched {
     last_processes: Vec<v1::ReportProcess>,
     oom_kills: Option<u64>,
     events: Option<events::Events>,
+    /// The held directory no longer reads: the cgroup was removed (an engine that
+    /// re-creates a restarted container's cgroup at the same path makes a new one).
+    stale: bool,
+    /// The working set's share of the limit at the last poll.
+    last_pct: f64,
 }
 
 /// What a poll decided.
@@ -117,7 +141,17 @@ pub enum Decision {
 
 impl Watcher {
     pub fn new(procs: ProcReader, cgroups: CgroupReader, store: Arc<Store>, cfg: WatchConfig) -> Self {
-        Self { procs, cgroups, store, cfg, containers: BTreeMap::new(), last_rescan: None, notify: None }
+        Self {
+            procs,
+            cgroups,
+            store,
+            cfg,
+            containers: BTreeMap::new(),
+            last_rescan: None,
+            seen: HashMap::new(),
+            unlimited: HashSet::new(),
+            notify: None,
+        }
     }
 
     /// Announces every report written (never blocking: a full queue drops it).
@@ -136,14 +170,29 @@ impl Watcher {
     /// Polls until `stop` is set (noticed within [`STOP_LATENCY`]).
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let mut next = Instant::now();
+        let mut hot_until = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            if now >= next {
+            if now >= next || now < hot_until {
                 self.tick();
-                next = now + self.cfg.poll;
+                if now >= next {
+                    next = now + self.cfg.poll;
+                }
+            } else {
+                self.check_near(now);
             }
-            if self.wait(next.saturating_duration_since(Instant::now()).min(STOP_LATENCY)) {
-                next = Instant::now(); // the kernel signalled: poll now
+            let hot = now < hot_until || self.near().next().is_some();
+            let mut sleep = next.saturating_duration_since(Instant::now());
+            if hot {
+                sleep = sleep.min(HOT_POLL);
+            }
+            if self.wait(sleep.min(STOP_LATENCY)) {
+                // The kernel signalled: poll now, and often for a moment. The v1 OOM
+                // eventfd fires when the cgroup hits its limit, before the killer has
+                // picked (and counted) its victim; the engine may remove a dead
+                // container's cgroup soon after, taking the counter with it.
+                next = Instant::now();
+                hot_until = next + HOT_FOR;
             }
         }
     }
@@ -161,6 +210,22 @@ impl Watcher {
         events::wait_all(&v1, &v2, timeout)
     }
 
+    /// The containers within reach of their limit (see [`NEAR_PCT`]).
+    fn near(&self) -> impl Iterator<Item = &String> {
+        self.containers.iter().filter(|(_, w)| w.last_pct >= NEAR_PCT).map(|(k, _)| k)
+    }
+
+    /// Checks only the containers near their limit: they are polled every
+    /// [`HOT_POLL`]. A container's cgroupfs is read-only (Kubernetes, podman), so
+    /// the v1 eventfds cannot be registered there, and an engine removes a killed
+    /// container's cgroup, counter and all, 100-200 ms after the kill (podman here).
+    fn check_near(&mut self, now: Instant) {
+        let keys: Vec<String> = self.near().cloned().collect();
+        for key in keys {
+            self.check(&key, now);
+        }
+    }
+
     /// One poll: rescan when due, then check every container.
     pub fn tick(&mut self) {
         // Check before rescanning: a container whose last process was just killed
@@ -172,15 +237,38 @@ impl Watcher {
         }
         if self.last_rescan.is_none_or(|t| t.elapsed() >= self.cfg.rescan) {
             self.rescan();
+        } else {
+            self.discover();
         }
     }
 
-    /// Re-reads processes (stat and cgroup only) and groups them into containers.
-    pub fn rescan(&mut self) {
-        self.last_rescan = Some(Instant::now());
+    /// Places the processes that appeared since the last poll (a readdir of /proc,
+    /// then stat and cgroup of the new pids only): a new container, or one whose
+    /// cgroup was re-created, is watched afresh.
+    fn discover(&mut self) {
         let Ok(pids) = self.procs.pids() else { return };
+        let now = Instant::now();
+        let seen = std::mem::take(&mut self.seen);
+        self.seen = pids.iter().map(|&p| (p, seen.get(&p).copied().unwrap_or(now))).collect();
+        let fresh: Vec<i32> =
+            self.seen.iter().filter(|(_, first)| now.duration_since(**first) < YOUNG).map(|(&p, _)| p).collect();
+        for (key, members) in self.group(&fresh) {
+            match self.containers.get_mut(&key) {
+                Some(w) if !w.stale => {
+                    w.members.retain(|m| !members.iter().any(|n| n.pid == m.pid));
+                    w.members.extend(members);
+                }
+                None if self.unlimited.contains(&key) => {}
+                _ => self.watch(key, members),
+            }
+        }
+    }
+
+    /// Groups processes by their container's memory cgroup (kernel threads and
+    /// processes that are gone left out).
+    fn group(&self, pids: &[i32]) -> BTreeMap<String, Vec<Brief>> {
         let mut groups: BTreeMap<String, Vec<Brief>> = BTreeMap::new();
-        for pid in pids {
+        for &pid in pids {
             let Ok(b) = self.procs.read_brief(pid) else { continue };
             if b.kernel_thread {
                 continue;
@@ -191,9 +279,23 @@ impl Watcher {
                 groups.entry(key).or_default().push(b);
             }
         }
+        groups
+    }
+
+    /// Re-reads processes (stat and cgroup only) and groups them into containers.
+    pub fn rescan(&mut self) {
+        self.last_rescan = Some(Instant::now());
+        let Ok(pids) = self.procs.pids() else { return };
+        let groups = self.group(&pids);
+        let (now, seen) = (Instant::now(), std::mem::take(&mut self.seen));
+        // At the first scan nothing is young: every process was placed just now.
+        let first_seen = if seen.is_empty() { now.checked_sub(YOUNG).unwrap_or(now) } else { now };
+        self.seen = pids.into_iter().map(|p| (p, seen.get(&p).copied().unwrap_or(first_seen))).collect();
+        self.unlimited.clear();
         self.containers.retain(|k, _| groups.contains_key(k));
         for (key, members) in groups {
             match self.containers.get_mut(&key) {
+                Some(w) if w.stale => self.watch(key, members),
                 Some(w) => {
                     // A resized container (kubectl patch, in-place resize): new
                     // limit, new thresholds.
@@ -215,42 +317,49 @@ impl Watcher {
                         w.fired_prediction = false;
                     }
                 }
-                None => {
-                    let first = &members[0];
-                    let container = self.cgroups.read_container(first.pid, &first.cgroups);
-                    let limited = container.memory.as_ref().is_some_and(|m| matches!(m.limit_bytes, Some(Some(_))));
-                    if !limited {
-                        continue; // nothing to run into
-                    }
-                    // Held open: the path may lead through a member's /proc/PID/root,
-                    // which goes when that process does.
-                    let Some(dir) = container.memory.as_ref().and_then(|m| open_dir(&m.location.dir).ok()) else {
-                        continue;
-                    };
-                    let events = self.arm(&container);
-                    let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
-                    let pids = read_pids(&dir).unwrap_or_default();
-                    tracing::debug!(cgroup = %key, woken_by_kernel = events.is_some(), "watching a container");
-                    self.containers.insert(
-                        key,
-                        Watched {
-                            container,
-                            dir,
-                            pids,
-                            members,
-                            samples: VecDeque::new(),
-                            fired_warn: false,
-                            fired_critical: false,
-                            fired_prediction: false,
-                            last_report: None,
-                            last_processes: Vec::new(),
-                            oom_kills,
-                            events,
-                        },
-                    );
-                }
+                None => self.watch(key, members),
             }
         }
+    }
+
+    /// Starts watching a container (again, if its cgroup was re-created), if it has
+    /// a memory limit.
+    fn watch(&mut self, key: String, members: Vec<Brief>) {
+        let first = &members[0];
+        let container = self.cgroups.read_container(first.pid, &first.cgroups);
+        let limited = container.memory.as_ref().is_some_and(|m| matches!(m.limit_bytes, Some(Some(_))));
+        if !limited {
+            self.containers.remove(&key);
+            self.unlimited.insert(key);
+            return; // nothing to run into
+        }
+        // Held open: the path may lead through a member's /proc/PID/root, which
+        // goes when that process does.
+        let Some(dir) = container.memory.as_ref().and_then(|m| open_dir(&m.location.dir).ok()) else { return };
+        let events = self.arm(&container);
+        let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
+        let pids = read_pids(&dir).unwrap_or_default();
+        let again = self.containers.contains_key(&key);
+        tracing::info!(cgroup = %key, woken_by_kernel = events.is_some(), again, oom_kills = ?oom_kills, "watching a container");
+        self.containers.insert(
+            key,
+            Watched {
+                container,
+                dir,
+                pids,
+                members,
+                samples: VecDeque::new(),
+                fired_warn: false,
+                fired_critical: false,
+                fired_prediction: false,
+                last_report: None,
+                last_processes: Vec::new(),
+                oom_kills,
+                events,
+                stale: false,
+                last_pct: 0.0,
+            },
+        );
     }
 
     /// v1: eventfds at the thresholds and on OOM; v2: a PSI trigger and
@@ -276,9 +385,17 @@ impl Watcher {
         let woken = w.events.as_ref().is_some_and(events::Events::drain);
         let Some(memory) = w.container.memory.clone() else { return };
         let Some(Some(limit)) = memory.limit_bytes else { return };
-        let Some((ws, oom_kills)) = poll_memory(&w.dir, &memory.location) else { return };
+        let Some((ws, oom_kills)) = poll_memory(&w.dir, &memory.location) else {
+            w.stale = read_pids(&w.dir).is_none();
+            if w.stale && w.last_pct > 0.0 {
+                tracing::info!(cgroup = %key, last_pct = w.last_pct, kills = ?w.oom_kills, "cgroup removed");
+            }
+            w.last_pct = 0.0;
+            return;
+        };
         let before = std::mem::replace(&mut w.pids, read_pids(&w.dir).unwrap_or_default());
         w.samples.push_back((now, ws));
+        w.last_pct = ws as f64 * 100.0 / limit.max(1) as f64;
         while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > cfg.window) {
             w.samples.pop_front();
         }
@@ -378,6 +495,7 @@ impl Watcher {
         w.fired_warn = false;
         w.fired_critical = false;
         w.fired_prediction = false;
+        tracing::info!(cgroup = %key, kills, victims = report.victims.len(), "OOM kill: post-mortem");
         if self.store.write(&report).is_ok() {
             self.announce(&report);
         }
@@ -532,15 +650,38 @@ fn capture(
                 rss_growth_bytes: growth.or(rss.map(|r| r as i64)),
                 fds: p.fds.open,
                 threads: p.cpu.threads,
+                ..Default::default()
             }
         })
         .collect();
     ranked.sort_by_key(|p| std::cmp::Reverse(p.rss_growth_bytes.unwrap_or(i64::MIN)));
+    let limit = container.memory.as_ref().and_then(|m| m.limit_bytes).flatten();
+    let oom: Vec<(i32, victim::OomInputs)> =
+        processes.iter().filter_map(|p| Some((p.pid, victim::read(procs.root(), p.pid)?))).collect();
+    for p in &mut ranked {
+        if let Some((_, i)) = oom.iter().find(|(pid, _)| *pid == p.pid) {
+            p.oom_score = i.oom_score.and_then(|s| i32::try_from(s).ok());
+            p.oom_score_adj = Some(i.oom_score_adj);
+        }
+    }
+    let page = rustix::param::page_size() as u64;
+    let next_victim_pid = limit.and_then(|l| victim::next(&oom, l, page)).unwrap_or(0);
+    let oom_group = match container.memory.as_ref().map(|m| m.location.version) {
+        Some(CgroupVersion::V2) => read_file_at(&w.dir, std::path::Path::new("cgroup"), "memory.oom.group")
+            .ok()
+            .map(|b| b.trim_ascii() == b"1"),
+        _ => None,
+    };
     let created_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let who = container.id.as_deref().map_or_else(|| "host".to_string(), |id| id[..12.min(id.len())].to_string());
     let kind_name = osl_proto::enum_names::report_kind::name_of(kind as i32);
     let converted = convert::container(&container);
-    w.container = container;
+    // Only a fuller view replaces the watched one: after a kill that emptied the
+    // container, the re-read may not reach its limit, and without the limit the
+    // watcher would stop polling the cgroup (and not notice it re-created).
+    if container.memory.as_ref().is_some_and(|m| matches!(m.limit_bytes, Some(Some(_)))) {
+        w.container = container;
+    }
     v1::Report {
         id: format!("{created_at_unix_ms}-{kind_name}-{who}-{}", REPORT_SEQ.fetch_add(1, Ordering::Relaxed)),
         kind: kind as i32,
@@ -560,6 +701,8 @@ fn capture(
         victims: Vec::new(),
         previous_report_id: String::new(),
         unavailable: converted.unavailable,
+        next_victim_pid,
+        oom_group,
     }
 }
 

@@ -199,3 +199,114 @@ fn a_lowered_limit_is_watched_at_its_new_thresholds() {
     assert_eq!((t.event.as_str(), t.limit_bytes), ("threshold", Some(48 * MIB)), "{t:?}");
     assert!(t.usage_pct >= 80.0 && t.usage_pct < 90.0, "{t:?}");
 }
+
+/// The crash loop's first half: a process that leaks from the moment it enters a
+/// cgroup the watcher has never seen. Discovery is per poll (250 ms), not per rescan
+/// (5 s), so the report is on disk before the kill.
+#[test]
+fn a_leak_from_the_first_moment_in_a_new_cgroup_is_reported_before_the_kill() {
+    if !privileged("a_leak_from_the_first_moment_in_a_new_cgroup_is_reported_before_the_kill") {
+        return;
+    }
+    let watch = Running::start(WatchConfig::default());
+    for run in 0..10 {
+        let cg = V1Cgroup::create(&format!("fresh{run}"), 256 * MIB);
+        let mut leaker = TestProc::spawn(&["anon", "0"]);
+        let entered = Instant::now();
+        cg.add(leaker.pid);
+        assert_eq!(leaker.send("grow 200").as_deref(), Some("ok"));
+        let status = leaker.wait();
+        let died = SystemTime::now();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "run {run}: OOM-killed");
+        let lived = entered.elapsed();
+        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(3));
+        let pre = watch.reports(&cg, ReportKind::PreOom);
+        assert!(!pre.is_empty(), "run {run}: no pre-OOM report in a life of {lived:?}");
+        let written = std::fs::metadata(watch.store.dir().join(format!("{}.json", pre[0].id))).unwrap();
+        assert!(written.modified().unwrap() <= died, "run {run}: on disk before the kill was seen");
+        assert_eq!(post.len(), 1, "run {run}: one post-mortem");
+        assert_eq!(post[0].victims.iter().map(|v| v.pid).collect::<Vec<_>>(), [leaker.pid], "run {run}");
+        eprintln!(
+            "run {run}: lived {lived:?}, {} pre-OOM reports, first at {:.1}%",
+            pre.len(),
+            pre[0].trigger.as_ref().unwrap().usage_pct
+        );
+    }
+}
+
+/// The engine's crash loop (podman re-creates a restarted container's cgroup at the
+/// same path): each life, killed about a second after it starts, gets its own
+/// post-mortem naming its victim, with the peak the kernel recorded.
+#[test]
+fn a_cgroup_recreated_at_the_same_path_gets_a_post_mortem_for_every_kill() {
+    if !privileged("a_cgroup_recreated_at_the_same_path_gets_a_post_mortem_for_every_kill") {
+        return;
+    }
+    let watch = Running::start(WatchConfig::default());
+    let mut victims = Vec::new();
+    let mut path = String::new();
+    for life in 0..5 {
+        let cg = V1Cgroup::create("crashloop", 64 * MIB);
+        path = cg.path();
+        let mut leaker = TestProc::spawn(&["anon", "0"]);
+        cg.add(leaker.pid);
+        assert_eq!(leaker.send("grow 60").as_deref(), Some("ok"));
+        let status = leaker.wait();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "life {life}: OOM-killed");
+        victims.push(leaker.pid);
+        // The post-mortem must be in before the engine removes the cgroup: here at once.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while watch.reports(&cg, ReportKind::PostMortem).len() < life + 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(cg);
+    }
+    let post: Vec<v1::Report> = watch
+        .store
+        .list()
+        .into_iter()
+        .rev()
+        .filter(|s| s.kind == ReportKind::PostMortem as i32 && s.cgroup_path == path)
+        .map(|s| watch.store.get(&s.id).unwrap())
+        .collect();
+    let named: Vec<Vec<i32>> = post.iter().map(|r| r.victims.iter().map(|v| v.pid).collect()).collect();
+    assert_eq!(named, victims.iter().map(|&v| vec![v]).collect::<Vec<_>>(), "one post-mortem per kill");
+    for r in &post {
+        let m = r.memory.as_ref().unwrap();
+        assert_eq!(m.oom_kill_events, Some(1), "{}: each life's own counter", r.id);
+        assert!(m.peak_bytes.is_some_and(|p| p >= 60 * MIB), "{}: the kernel's peak {:?}", r.id, m.peak_bytes);
+    }
+}
+
+/// The report names the process the kernel then kills: the kernel's badness for a
+/// cgroup OOM, where oom_score_adj weighs against the limit. /proc/PID/oom_score,
+/// scaled to the node's memory, ranks the small process with the adj first.
+#[test]
+fn the_named_next_victim_is_the_one_the_kernel_kills() {
+    if !privileged("the_named_next_victim_is_the_one_the_kernel_kills") {
+        return;
+    }
+    let watch = Running::start(WatchConfig { poll: Duration::from_millis(100), ..WatchConfig::default() });
+    for run in 0..10 {
+        let cg = V1Cgroup::create(&format!("victim{run}"), 256 * MIB);
+        let small = TestProc::spawn(&["anon", "16"]);
+        // Raising it needs no capability; +100 is +25.6 MiB against this limit.
+        std::fs::write(format!("/proc/{}/oom_score_adj", small.pid), "100").unwrap();
+        let mut big = TestProc::spawn(&["anon", "0"]);
+        cg.add(small.pid);
+        cg.add(big.pid);
+        assert_eq!(big.send("grow 200").as_deref(), Some("ok"));
+        let status = big.wait();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "run {run}: the big one died");
+        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(3));
+        let pre = watch.reports(&cg, ReportKind::PreOom);
+        assert!(!pre.is_empty() && post.len() == 1, "run {run}: {} pre, {} post", pre.len(), post.len());
+        assert_eq!(post[0].victims.iter().map(|v| v.pid).collect::<Vec<_>>(), [big.pid], "run {run}: killed");
+        let last = pre.last().unwrap();
+        assert_eq!(last.next_victim_pid, big.pid, "run {run}: named before the kill: {:?}", last.processes);
+        let score = |pid| last.processes.iter().find(|p| p.pid == pid).and_then(|p| p.oom_score).unwrap();
+        assert!(score(small.pid) > score(big.pid), "run {run}: /proc's oom_score would have named the other");
+        assert_eq!(last.oom_group, None, "v1 has no group kill");
+        drop(small);
+    }
+}

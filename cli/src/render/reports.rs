@@ -71,6 +71,16 @@ pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
             r.victims.iter().map(|p| format!("{} ({}, rss {})", p.pid, p.comm, bytes(p.rss_bytes))).collect();
         out.push_str(&format!("killed: {}\n", v.join(", ")));
     }
+    if r.next_victim_pid != 0 {
+        let who = r.processes.iter().find(|p| p.pid == r.next_victim_pid);
+        let comm = who.map_or("?", |p| p.comm.as_str());
+        let score = who.and_then(|p| p.oom_score).map(|s| format!(", oom_score {s}")).unwrap_or_default();
+        let adj =
+            who.and_then(|p| p.oom_score_adj).filter(|&a| a != 0).map(|a| format!(", adj {a:+}")).unwrap_or_default();
+        let group =
+            if r.oom_group == Some(true) { "; memory.oom.group: the kill takes the whole container" } else { "" };
+        out.push_str(&format!("next OOM victim: {} ({comm}{score}{adj}){group}\n", r.next_victim_pid));
+    }
     if !r.previous_report_id.is_empty() {
         out.push_str(&format!("previous report: {}\n", r.previous_report_id));
     }
