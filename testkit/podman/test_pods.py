@@ -73,6 +73,9 @@ PODS = {
     "ebpf-localhost": ({"level": "ebpf", "seccompProfile": {"type": "Localhost",
                                                             "localhostProfile": "osl/osl-ebpf.json"}},
                        "ebpf"),
+    # The crash loop: an app that leaks 16 MiB/s into its 32 MiB from its start, and
+    # the engine's restartPolicy Always (a Deployment's) starting it again.
+    "crashloop": ({"level": "ptrace"}, "ptrace"),
 }
 
 
@@ -170,7 +173,7 @@ def render(values: dict, release: str) -> dict:
     return deploys[0]
 
 
-def adapt(deploy: dict, uid: str) -> dict:
+def adapt(deploy: dict, uid: str, crashloop: bool = False) -> dict:
     """What podman needs changed in the chart's Deployment, each for a stated reason;
     the chart itself stays as Kubernetes gets it."""
     spec = deploy["spec"]["template"]["spec"]
@@ -185,6 +188,8 @@ def adapt(deploy: dict, uid: str) -> dict:
     # The test workload instead of the example's bare sleep: the same sleep, and a
     # process holding a TCP connection whose peer the harness closes (CLOSE_WAIT).
     app["command"] = ["/bin/sh", "-c", f"/bin/osl-testproc connect {PEER_PORT} & exec /bin/sleep 2147483647"]
+    if crashloop:
+        app["command"] = ["/bin/osl-testproc", "eat", "16"]
     # podman's downward API knows metadata.name but not namespace or uid: the values
     # Kubernetes would inject, literally.
     for var in agent["env"]:
@@ -192,6 +197,17 @@ def adapt(deploy: dict, uid: str) -> dict:
         if field in ("metadata.namespace", "metadata.uid"):
             var.pop("valueFrom")
             var["value"] = NAMESPACE if field == "metadata.namespace" else uid
+    # podman 4.3 makes an emptyDir a named volume, shared by every pod that names it
+    # and kept after kube down; Kubernetes gives each pod its own. One per release
+    # (Pod.down removes it).
+    volume = f"{deploy['metadata']['name']}-reports"
+    for v in spec["volumes"]:
+        if v["name"] == "osl-reports":
+            v["name"] = volume
+    for m in agent["volumeMounts"]:
+        if m["name"] == "osl-reports":
+            m["name"] = volume
+    deploy["x-volume"] = volume
     # podman 4.3 ignores securityContext.seccompProfile and reads the annotations that
     # Kubernetes used before 1.19 (and translated the field to until 1.27); without
     # one it applies its default profile, which is RuntimeDefault. A Localhost
@@ -218,10 +234,12 @@ class Pod:
         self.infra_pid = 0
         self.ids: dict[str, str] = {}
         self.pod = ""
+        self.volume = deploy.get("x-volume", "")
 
     def play(self) -> float:
         import yaml
         profile_root = SECCOMP_ROOT / self.deploy.pop("x-seccomp-dir", "")
+        self.volume = self.deploy.pop("x-volume", "")
         self.file.write_text(yaml.safe_dump(self.deploy))
         started = time.monotonic()
         # No bridge network (no CNI here): the pod gets its own network namespace with
@@ -260,7 +278,12 @@ class Pod:
         return json.loads(self.osl(*args, "-o", "json").stdout)
 
     def down(self) -> None:
-        run("podman", "kube", "down", self.file, check=False)
+        if self.file.exists():
+            run("podman", "kube", "down", self.file, check=False)
+        else:  # left over from an interrupted run: kube play names it so
+            run("podman", "pod", "rm", "--force", f"{self.deploy['metadata']['name']}-pod-0", check=False)
+        if self.volume:
+            run("podman", "volume", "rm", "--force", self.volume, check=False)
 
 
 def host_pid_of(pod_pid: int, near: int) -> int:
@@ -459,6 +482,44 @@ def check_oom(pod: Pod) -> None:
     print(f"     the leak ran {time.time() - before:.1f} s to its post-mortem")
 
 
+def check_crashloop(pod: Pod, seconds: float = 15) -> None:
+    """Every kill of the crash loop gets a post-mortem naming its victim, and every life
+    (about 2 s) a pre-OOM report before its kill. The kernel's own log is the count:
+    each memcg OOM kill prints the cgroup it happened in."""
+    n = pod.name
+    app = pod.ids["app"]
+
+    def kernel_kills() -> int:
+        kills = 0
+        for line in run("dmesg").stdout.splitlines():
+            if "oom-kill:constraint=CONSTRAINT_MEMCG" in line and "oom_memcg=" in line:
+                kills += app in line.split("oom_memcg=")[1].split(",")[0]
+        return kills
+
+    time.sleep(seconds)
+    # Stop the loop, then let the last post-mortem land.
+    run("podman", "stop", "--time", "0", app, check=False)
+    time.sleep(2)
+    kills = kernel_kills()
+    restarts = int(run("podman", "inspect", "--format", "{{.RestartCount}}", app).stdout.strip() or 0)
+    reports = pod.osl_json("reports").get("reports", [])
+    mine = sorted((r for r in reports if r.get("container_id") == app), key=lambda r: r["created_at_unix_ms"])
+    post = [r for r in mine if r["kind"] == "post_mortem"]
+    R.check(f"{n}: the engine restarted the app after its kills", kills >= 3 and restarts >= 2, (kills, restarts))
+    R.equal(f"{n}: one post-mortem per kernel OOM kill", len(post), kills)
+    victims = [pod.osl_json("reports", r["id"])["report"].get("victims", []) for r in post]
+    R.check(f"{n}: every post-mortem names its victim",
+            all([v["comm"] for v in vs] == ["osl-testproc"] for vs in victims), victims)
+    lives_reported, previous = 0, 0
+    for r in post:
+        if any(m["kind"] == "pre_oom" and previous < m["created_at_unix_ms"] < r["created_at_unix_ms"] for m in mine):
+            lives_reported += 1
+        previous = r["created_at_unix_ms"]
+    R.equal(f"{n}: every life got a pre-OOM report before its kill", lives_reported, len(post))
+    print(f"     {kills} kills in {seconds:.0f} s, {restarts} restarts, {len(post)} post-mortems, "
+          f"{len(mine) - len(post)} pre-OOM reports")
+
+
 # --- main -------------------------------------------------------------------------------
 
 def main() -> int:
@@ -490,12 +551,16 @@ def main() -> int:
     for name in args.level or list(PODS):
         values, level = PODS[name]
         release = f"osl-{name}"
-        deploy = adapt(render(values, release), uid=f"00000000-0000-0000-0000-{len(starts):012d}")
+        deploy = adapt(render(values, release), uid=f"00000000-0000-0000-0000-{len(starts):012d}",
+                       crashloop=name == "crashloop")
         pod = Pod(name, deploy, work)
         pod.down()  # a pod left over from an interrupted run
         try:
             starts[name] = pod.play()
             info = pod.osl_json("ps")["agent"]
+            if name == "crashloop":
+                check_crashloop(pod)
+                continue
             check_agent(pod, values, level, info)
             close_peer(pod)
             d = check_diagnose(pod, values)
