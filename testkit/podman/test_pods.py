@@ -510,6 +510,10 @@ def check_crashloop(pod: Pod, seconds: float = 15) -> None:
     victims = [pod.osl_json("reports", r["id"])["report"].get("victims", []) for r in post]
     R.check(f"{n}: every post-mortem names its victim",
             all([v["comm"] for v in vs] == ["osl-testproc"] for vs in victims), victims)
+    last = pod.osl_json("reports", post[-1]["id"])["report"] if post else {}
+    loop = [f["message"] for f in last.get("findings", []) if f["id"] == "memory.crashloop_oom"]
+    R.check(f"{n}: the last post-mortem calls it a crash loop, with every kill",
+            len(loop) == 1 and loop[0].startswith(f"OOM-killed {len(post)} times in"), loop)
     lives_reported, previous = 0, 0
     for r in post:
         if any(m["kind"] == "pre_oom" and previous < m["created_at_unix_ms"] < r["created_at_unix_ms"] for m in mine):

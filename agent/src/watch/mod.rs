@@ -11,6 +11,7 @@
 //! cgroupfs: then it polls).
 
 pub mod events;
+pub mod kills;
 pub mod store;
 pub mod victim;
 
@@ -104,6 +105,8 @@ pub struct Watcher {
     /// Containers without a memory limit, not re-read for each new process until the
     /// next rescan (which notices a limit set later).
     unlimited: HashSet<String>,
+    /// The kills of the last minutes, across re-created and replaced containers.
+    kills: kills::KillLog,
     /// Where reports are announced as Kubernetes Events, when on.
     notify: Option<NoticeSender>,
 }
@@ -150,6 +153,7 @@ impl Watcher {
             last_rescan: None,
             seen: HashMap::new(),
             unlimited: HashSet::new(),
+            kills: kills::KillLog::default(),
             notify: None,
         }
     }
@@ -491,6 +495,13 @@ impl Watcher {
             reason: format!("rose by {kills} since the previous poll"),
             path: String::new(),
         });
+        let peak_bytes = report.memory.as_ref().and_then(|m| m.peak_bytes);
+        let victim = report.victims.first().map(|v| v.comm.clone()).unwrap_or_else(|| "?".into());
+        let now = Instant::now();
+        self.kills.record(key, kills::Kill { at: now, peak_bytes, victim });
+        if let Some(f) = self.kills.finding(&w.container, key, limit, now) {
+            report.findings.insert(0, convert::findings(std::slice::from_ref(&f)).remove(0));
+        }
         report.capture_usec = started.elapsed().as_micros() as u64;
         w.fired_warn = false;
         w.fired_critical = false;

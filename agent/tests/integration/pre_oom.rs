@@ -271,9 +271,22 @@ fn a_cgroup_recreated_at_the_same_path_gets_a_post_mortem_for_every_kill() {
         .collect();
     let named: Vec<Vec<i32>> = post.iter().map(|r| r.victims.iter().map(|v| v.pid).collect()).collect();
     assert_eq!(named, victims.iter().map(|&v| vec![v]).collect::<Vec<_>>(), "one post-mortem per kill");
-    for r in &post {
+    for (life, r) in post.iter().enumerate() {
         let m = r.memory.as_ref().unwrap();
         assert_eq!(m.oom_kill_events, Some(1), "{}: each life's own counter", r.id);
+        let crashloop = r.findings.iter().find(|f| f.id == "memory.crashloop_oom");
+        match life {
+            0 => assert!(crashloop.is_none(), "one kill is no loop"),
+            n => {
+                let f = crashloop.unwrap_or_else(|| panic!("life {n}: {:?}", r.findings));
+                assert!(f.message.starts_with(&format!("OOM-killed {} times in", n + 1)), "{}", f.message);
+                assert!(
+                    f.message.contains("limit 64.0 MiB") && f.message.contains("killed: osl-testproc"),
+                    "{}",
+                    f.message
+                );
+            }
+        }
         assert!(m.peak_bytes.is_some_and(|p| p >= 60 * MIB), "{}: the kernel's peak {:?}", r.id, m.peak_bytes);
     }
 }
