@@ -514,6 +514,9 @@ def check_crashloop(pod: Pod, seconds: float = 15) -> None:
     loop = [f["message"] for f in last.get("findings", []) if f["id"] == "memory.crashloop_oom"]
     R.check(f"{n}: the last post-mortem calls it a crash loop, with every kill",
             len(loop) == 1 and loop[0].startswith(f"OOM-killed {len(post)} times in"), loop)
+    history = last.get("history", [])
+    R.check(f"{n}: the last post-mortem carries the minutes before, across lives",
+            len(history) >= seconds - 3 and max(h["working_set_bytes"] for h in history) >= 24 * MIB, len(history))
     lives_reported, previous = 0, 0
     for r in post:
         if any(m["kind"] == "pre_oom" and previous < m["created_at_unix_ms"] < r["created_at_unix_ms"] for m in mine):

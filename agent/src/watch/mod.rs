@@ -11,6 +11,7 @@
 //! cgroupfs: then it polls).
 
 pub mod events;
+pub mod history;
 pub mod kills;
 pub mod store;
 pub mod victim;
@@ -133,6 +134,8 @@ struct Watched {
     stale: bool,
     /// The working set's share of the limit at the last poll.
     last_pct: f64,
+    /// The minutes before (kept when the cgroup is re-created at the same path).
+    history: history::History,
 }
 
 /// What a poll decided.
@@ -343,7 +346,8 @@ impl Watcher {
         let events = self.arm(&container);
         let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
         let pids = read_pids(&dir).unwrap_or_default();
-        let again = self.containers.contains_key(&key);
+        let history = self.containers.remove(&key).map(|w| w.history);
+        let again = history.is_some();
         tracing::info!(cgroup = %key, woken_by_kernel = events.is_some(), again, oom_kills = ?oom_kills, "watching a container");
         self.containers.insert(
             key,
@@ -362,6 +366,7 @@ impl Watcher {
                 events,
                 stale: false,
                 last_pct: 0.0,
+                history: history.unwrap_or_default(),
             },
         );
     }
@@ -389,7 +394,7 @@ impl Watcher {
         let woken = w.events.as_ref().is_some_and(events::Events::drain);
         let Some(memory) = w.container.memory.clone() else { return };
         let Some(Some(limit)) = memory.limit_bytes else { return };
-        let Some((ws, oom_kills)) = poll_memory(&w.dir, &memory.location) else {
+        let Some(polled) = poll_memory(&w.dir, &memory.location) else {
             w.stale = read_pids(&w.dir).is_none();
             if w.stale && w.last_pct > 0.0 {
                 tracing::info!(cgroup = %key, last_pct = w.last_pct, kills = ?w.oom_kills, "cgroup removed");
@@ -397,6 +402,17 @@ impl Watcher {
             w.last_pct = 0.0;
             return;
         };
+        let (ws, oom_kills) = (polled.working_set_bytes, polled.oom_kills);
+        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        w.history.offer(
+            now,
+            history::Sample {
+                at_unix_ms,
+                working_set_bytes: ws,
+                anon_bytes: polled.anon_bytes,
+                file_bytes: polled.file_bytes,
+            },
+        );
         let before = std::mem::replace(&mut w.pids, read_pids(&w.dir).unwrap_or_default());
         w.samples.push_back((now, ws));
         w.last_pct = ws as f64 * 100.0 / limit.max(1) as f64;
@@ -584,19 +600,38 @@ pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
     xs.iter().zip(samples).map(|(x, (_, v))| (x - mx) * (*v as f64 - my)).sum::<f64>() / sxx
 }
 
-/// The cheap poll: working set and the OOM-kill counter, through the held directory.
-fn poll_memory(dir: &OwnedFd, loc: &CgroupLocation) -> Option<(u64, Option<u64>)> {
+/// What the cheap poll reads.
+struct Polled {
+    working_set_bytes: u64,
+    anon_bytes: Option<u64>,
+    file_bytes: Option<u64>,
+    oom_kills: Option<u64>,
+}
+
+/// The cheap poll: working set, anon and file, and the OOM-kill counter, through the
+/// held directory.
+fn poll_memory(dir: &OwnedFd, loc: &CgroupLocation) -> Option<Polled> {
     let read = |name: &str| read_file_at(dir, &loc.dir, name).ok();
-    let (usage, stat, inactive_key, oom) = match loc.version {
-        CgroupVersion::V1 => {
-            (read("memory.usage_in_bytes")?, read("memory.stat")?, "total_inactive_file", read("memory.oom_control"))
+    let (usage, stat, [inactive, anon, file], oom) = match loc.version {
+        CgroupVersion::V1 => (
+            read("memory.usage_in_bytes")?,
+            read("memory.stat")?,
+            ["total_inactive_file", "total_rss", "total_cache"],
+            read("memory.oom_control"),
+        ),
+        CgroupVersion::V2 => {
+            (read("memory.current")?, read("memory.stat")?, ["inactive_file", "anon", "file"], read("memory.events"))
         }
-        CgroupVersion::V2 => (read("memory.current")?, read("memory.stat")?, "inactive_file", read("memory.events")),
     };
     let usage = files::single_u64(&usage).ok()?;
-    let inactive = files::flat_keyed(&stat).ok()?.get(inactive_key).copied();
+    let stat = files::flat_keyed(&stat).ok()?;
     let oom_kills = oom.and_then(|b| files::flat_keyed(&b).ok()).and_then(|m| m.get("oom_kill").copied());
-    Some((working_set(Some(usage), inactive)?, oom_kills))
+    Some(Polled {
+        working_set_bytes: working_set(Some(usage), stat.get(inactive).copied())?,
+        anon_bytes: stat.get(anon).copied(),
+        file_bytes: stat.get(file).copied(),
+        oom_kills,
+    })
 }
 
 /// The cgroup's processes, as cgroup.procs lists them (pids in the agent's namespace).
@@ -714,6 +749,7 @@ fn capture(
         unavailable: converted.unavailable,
         next_victim_pid,
         oom_group,
+        history: w.history.to_proto(),
     }
 }
 

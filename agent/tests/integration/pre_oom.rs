@@ -271,6 +271,12 @@ fn a_cgroup_recreated_at_the_same_path_gets_a_post_mortem_for_every_kill() {
         .collect();
     let named: Vec<Vec<i32>> = post.iter().map(|r| r.victims.iter().map(|v| v.pid).collect()).collect();
     assert_eq!(named, victims.iter().map(|&v| vec![v]).collect::<Vec<_>>(), "one post-mortem per kill");
+    // The ring outlives each re-created cgroup: the last post-mortem has seen every life.
+    let history = &post.last().unwrap().history;
+    assert!(history.len() >= 4, "a sample a second over 5 lives: {}", history.len());
+    assert!(history.windows(2).all(|w| w[1].at_unix_ms - w[0].at_unix_ms >= 1000), "{history:?}");
+    // Each sample is its second's highest: the lives' peaks near the 64 MiB limit show.
+    assert!(history.iter().any(|s| s.working_set_bytes >= 48 * MIB), "the peaks are in it: {history:?}");
     for (life, r) in post.iter().enumerate() {
         let m = r.memory.as_ref().unwrap();
         assert_eq!(m.oom_kill_events, Some(1), "{}: each life's own counter", r.id);

@@ -66,6 +66,9 @@ pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
             opt(m.oom_kill_events)
         ));
     }
+    if let Some(line) = history_line(&r.history) {
+        out.push_str(&line);
+    }
     if !r.victims.is_empty() {
         let v: Vec<String> =
             r.victims.iter().map(|p| format!("{} ({}, rss {})", p.pid, p.comm, bytes(p.rss_bytes))).collect();
@@ -116,4 +119,47 @@ pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
     out.push_str(&t.render(width));
     out.push('\n');
     out
+}
+
+/// The working set over the minutes before, as a sparkline of at most 60 cells
+/// (each the highest sample of its slice: a peak is never averaged away).
+fn history_line(h: &[v1::MemorySample]) -> Option<String> {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (first, last) = (h.first()?, h.last()?);
+    let per_cell = h.len().div_ceil(60);
+    let cells: Vec<u64> =
+        h.chunks(per_cell).map(|c| c.iter().map(|s| s.working_set_bytes).max().unwrap_or(0)).collect();
+    let (lo, hi) = (*cells.iter().min()?, *cells.iter().max()?);
+    let bar = |v: u64| BARS[if hi == lo { 0 } else { ((v - lo) * 7 / (hi - lo)) as usize }];
+    let secs = (last.at_unix_ms - first.at_unix_ms).max(0) / 1000;
+    Some(format!(
+        "working set, last {}m{:02}s: {} ({} .. {})\n",
+        secs / 60,
+        secs % 60,
+        cells.iter().map(|&v| bar(v)).collect::<String>(),
+        bytes(Some(lo)),
+        bytes(Some(hi))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(sec: i64, mib: u64) -> v1::MemorySample {
+        v1::MemorySample { at_unix_ms: sec * 1000, working_set_bytes: mib << 20, ..Default::default() }
+    }
+
+    #[test]
+    fn the_history_is_a_sparkline_that_keeps_every_peak() {
+        // A sawtooth of 600 s: three lives growing to 32 MiB; 600 samples in 60 cells.
+        let h: Vec<_> = (0..600).map(|s| at(s, (s as u64 % 200) * 32 / 199)).collect();
+        let line = history_line(&h).unwrap();
+        assert!(line.starts_with("working set, last 9m59s: "), "{line}");
+        assert!(line.ends_with("(1 MiB .. 32 MiB)\n"), "{line}");
+        let bars: String = line.chars().filter(|c| ('▁'..='█').contains(c)).collect();
+        assert_eq!(bars.chars().count(), 60);
+        assert_eq!(bars.matches('█').count(), 3, "each life's peak survives: {bars}");
+        assert!(history_line(&[]).is_none());
+    }
 }
