@@ -68,11 +68,20 @@ impl Store {
         files
     }
 
+    /// Over a bound, the oldest report of the container with the most goes first: a
+    /// crash-looping container (a post-mortem and two pre-OOM reports every few
+    /// seconds) thins out its own history, not the other containers' reports.
     fn enforce_bounds(&self) {
         let mut files = self.files();
         let mut total: u64 = files.iter().map(|(_, n)| n).sum();
         while files.len() > self.max_reports || (total > self.max_bytes && files.len() > 1) {
-            let (oldest, size) = files.remove(0);
+            let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for (id, _) in &files {
+                *counts.entry(container_of(id)).or_default() += 1;
+            }
+            let most = counts.values().copied().max().unwrap_or(0);
+            let at = files.iter().position(|(id, _)| counts[container_of(id)] == most).unwrap_or(0);
+            let (oldest, size) = files.remove(at);
             let _ = fs::remove_file(self.dir.join(format!("{oldest}{SUFFIX}")));
             total = total.saturating_sub(size);
         }
@@ -115,6 +124,11 @@ impl Store {
     }
 }
 
+/// The container part of `<unix ms>-<kind>-<container>-<sequence>`.
+fn container_of(id: &str) -> &str {
+    id.split('-').nth(2).unwrap_or("")
+}
+
 /// `<unix ms>-<kind>-<container>`: digits, lower-case letters, `-` and `_`.
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -143,7 +157,31 @@ mod tests {
         small.write(&report("2000-pre_oom-big", 3000)).unwrap();
         small.write(&report("2001-pre_oom-big", 3000)).unwrap();
         let ids: Vec<String> = small.list().into_iter().map(|s| s.id).collect();
-        assert_eq!(ids, ["2001-pre_oom-big"], "bytes bound keeps the newest");
+        // The byte bound also takes from the container with the most reports first.
+        assert_eq!(ids, ["2001-pre_oom-big", "1004-pre_oom-abc"], "bytes bound keeps the newest of each");
+    }
+
+    #[test]
+    fn a_crash_loop_thins_out_its_own_reports_not_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 6, 1 << 20).unwrap();
+        store.write(&report("1000-pre_oom-aaa-0", 10)).unwrap();
+        store.write(&report("1001-post_mortem-aaa-1", 10)).unwrap();
+        for i in 0..10 {
+            store.write(&report(&format!("20{i:02}-post_mortem-bbb-{i}"), 10)).unwrap();
+        }
+        let ids: Vec<String> = store.list().into_iter().map(|s| s.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "2009-post_mortem-bbb-9",
+                "2008-post_mortem-bbb-8",
+                "2007-post_mortem-bbb-7",
+                "2006-post_mortem-bbb-6",
+                "1001-post_mortem-aaa-1",
+                "1000-pre_oom-aaa-0"
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""How soon the pre-OOM watcher watches a new container, and what it costs at rest.
+
+    sudo python3 bench/discovery.py [--runs 50] [--containers 20] [--seconds 30]
+
+The shipped agent (the static release build, else target/release) runs `serve`
+with its defaults (250 ms poll, 5 s rescan). Discovery: --runs times, a new v1
+memory cgroup with a 256 MiB limit gets a fresh process; the delay is from the
+write to its cgroup.procs to the agent's log line "watching a container" for it
+(the line is logged after the cgroup is opened and armed). At rest: --containers
+cgroups with a sleeper each, the agent's CPU (utime+stime) over --seconds and its
+RSS, against DESIGN.md's budgets (0.5% of a core, 15 MiB). Needs root.
+"""
+import argparse, os, random, re, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CANDIDATES = [os.path.join(ROOT, "target/static/x86_64-unknown-linux-gnu/release/osl-agent"),
+              os.path.join(ROOT, "target/release/osl-agent")]
+V1 = "/sys/fs/cgroup/memory"
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_secs(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TCK
+
+
+def rss_mib(pid):
+    return int(re.search(r"^VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read(), re.M).group(1)) / 1024
+
+
+def cgroup(name):
+    path = f"{V1}/{name}"
+    os.makedirs(path, exist_ok=True)
+    with open(f"{path}/memory.limit_in_bytes", "w") as f:
+        f.write(str(256 << 20))
+    return path
+
+
+def remove(path):
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--containers", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=30)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root: memory cgroups")
+    agent_bin = next((c for c in CANDIDATES if os.path.exists(c)), None)
+    if not agent_bin:
+        sys.exit("no release agent: .ci/static-binary or cargo build --release -p osl-agent")
+    work = tempfile.mkdtemp(prefix="osl-discovery-")
+    log_path = os.path.join(work, "agent.log")
+    log = open(log_path, "w")
+    agent = subprocess.Popen([agent_bin, "serve", "--listen", "127.0.0.1:0", "--report-dir", f"{work}/reports",
+                              "--events", "off", "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=log)
+    sleepers, made = [], []
+    try:
+        time.sleep(1)
+        delays = []
+        for run in range(args.runs):
+            # Out of step with the watcher's polls: each run would otherwise start
+            # just after the poll that found the previous one, and wait a whole poll.
+            time.sleep(random.uniform(0, 0.3))
+            path = cgroup(f"osl-bench-disc-{os.getpid()}-{run}")
+            made.append(path)
+            p = subprocess.Popen(["sleep", "1000"])
+            sleepers.append(p)
+            start = time.monotonic()
+            with open(f"{path}/cgroup.procs", "w") as f:
+                f.write(str(p.pid))
+            name = os.path.basename(path)
+            while time.monotonic() - start < 10:
+                lines = open(log_path).read().splitlines()
+                if any(name in l and "watching a container" in l for l in lines):
+                    delays.append(time.monotonic() - start)
+                    break
+                time.sleep(0.002)
+            else:
+                sys.exit(f"run {run}: not watched within 10 s")
+        # At rest: the cgroups of the discovery runs, trimmed to --containers.
+        for p in sleepers[args.containers:]:
+            p.kill()
+        time.sleep(6)  # a rescan drops the emptied ones
+        c0, t0 = cpu_secs(agent.pid), time.monotonic()
+        time.sleep(args.seconds)
+        cpu = (cpu_secs(agent.pid) - c0) / (time.monotonic() - t0)
+        rss = rss_mib(agent.pid)
+        ms = sorted(d * 1000 for d in delays)
+        if os.environ.get("VERBOSE"):
+            print("delays ms:", [round(d * 1000) for d in delays])
+        print(f"discovery of a new container ({len(ms)} runs, poll 250 ms): median {statistics.median(ms):.0f} ms, "
+              f"min {ms[0]:.0f} ms, max {ms[-1]:.0f} ms")
+        print(f"at rest with {min(args.containers, len(sleepers))} containers over {args.seconds:.0f} s: "
+              f"CPU {cpu * 100:.2f}% of a core (budget 0.5%), RSS {rss:.1f} MiB (budget 15 MiB)")
+    finally:
+        agent.terminate()
+        agent.wait()
+        for p in sleepers:
+            p.kill()
+            p.wait()
+        for path in made:
+            remove(path)
+
+
+if __name__ == "__main__":
+    main()
