@@ -52,6 +52,11 @@ impl History {
         self.last = Some(now);
     }
 
+    /// When the last sample was kept.
+    pub fn last_sampled(&self) -> Option<Instant> {
+        self.last
+    }
+
     pub fn len(&self) -> usize {
         self.ring.len()
     }

@@ -24,7 +24,7 @@ use crate::kube_events::{Notice, NoticeSender};
 use crate::model::{CgroupLocation, CgroupVersion, Container, Process};
 use crate::proc::{Brief, ProcReader};
 use osl_proto::v1;
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsRawFd, OwnedFd};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,10 +79,17 @@ const STOP_LATENCY: Duration = Duration::from_millis(200);
 const YOUNG: Duration = Duration::from_secs(2);
 
 /// After the kernel wakes the watcher, it polls every HOT_POLL for HOT_FOR; a
-/// container at NEAR_PCT of its limit or more, always.
+/// container near its limit, always: at NEAR_PCT or more and, at its growth rate,
+/// within NEAR_ETA of the limit, or at NEAR_ALWAYS_PCT or more. A container that
+/// sits still at 70% (a JVM's heap, a cache) stays at the normal poll.
 const HOT_POLL: Duration = Duration::from_millis(20);
 const HOT_FOR: Duration = Duration::from_secs(1);
 const NEAR_PCT: f64 = 50.0;
+const NEAR_ETA: Duration = Duration::from_secs(30);
+const NEAR_ALWAYS_PCT: f64 = 95.0;
+
+/// Histories kept for containers that may come back at the same path (28 KiB each).
+const RETIRED: usize = 32;
 
 /// How long a post-mortem waits for the OOM victim to finish exiting.
 const VICTIM_WAIT: Duration = Duration::from_secs(1);
@@ -108,6 +115,9 @@ pub struct Watcher {
     unlimited: HashSet<String>,
     /// The kills of the last minutes, across re-created and replaced containers.
     kills: kills::KillLog,
+    /// The memory history of containers the rescan found empty (between two lives of
+    /// a crash loop), for the next one at the same path; bounded, see [`RETIRED`].
+    retired: HashMap<String, history::History>,
     /// Where reports are announced as Kubernetes Events, when on.
     notify: Option<NoticeSender>,
 }
@@ -134,6 +144,8 @@ struct Watched {
     stale: bool,
     /// The working set's share of the limit at the last poll.
     last_pct: f64,
+    /// Near its limit at the last poll: polled every [`HOT_POLL`].
+    near: bool,
     /// The minutes before (kept when the cgroup is re-created at the same path).
     history: history::History,
 }
@@ -157,6 +169,7 @@ impl Watcher {
             seen: HashMap::new(),
             unlimited: HashSet::new(),
             kills: kills::KillLog::default(),
+            retired: HashMap::new(),
             notify: None,
         }
     }
@@ -219,7 +232,7 @@ impl Watcher {
 
     /// The containers within reach of their limit (see [`NEAR_PCT`]).
     fn near(&self) -> impl Iterator<Item = &String> {
-        self.containers.iter().filter(|(_, w)| w.last_pct >= NEAR_PCT).map(|(k, _)| k)
+        self.containers.iter().filter(|(_, w)| w.near).map(|(k, _)| k)
     }
 
     /// Checks only the containers near their limit: they are polled every
@@ -266,7 +279,7 @@ impl Watcher {
                     w.members.extend(members);
                 }
                 None if self.unlimited.contains(&key) => {}
-                _ => self.watch(key, members),
+                _ => self.watch(key, members, true),
             }
         }
     }
@@ -299,10 +312,15 @@ impl Watcher {
         let first_seen = if seen.is_empty() { now.checked_sub(YOUNG).unwrap_or(now) } else { now };
         self.seen = pids.into_iter().map(|p| (p, seen.get(&p).copied().unwrap_or(first_seen))).collect();
         self.unlimited.clear();
-        self.containers.retain(|k, _| groups.contains_key(k));
+        let gone: Vec<String> = self.containers.keys().filter(|k| !groups.contains_key(*k)).cloned().collect();
+        for key in gone {
+            if let Some(w) = self.containers.remove(&key) {
+                self.retire(key, w.history);
+            }
+        }
         for (key, members) in groups {
             match self.containers.get_mut(&key) {
-                Some(w) if w.stale => self.watch(key, members),
+                Some(w) if w.stale => self.watch(key, members, false),
                 Some(w) => {
                     // A resized container (kubectl patch, in-place resize): new
                     // limit, new thresholds.
@@ -324,20 +342,29 @@ impl Watcher {
                         w.fired_prediction = false;
                     }
                 }
-                None => self.watch(key, members),
+                None => self.watch(key, members, false),
             }
         }
     }
 
     /// Starts watching a container (again, if its cgroup was re-created), if it has
     /// a memory limit.
-    fn watch(&mut self, key: String, members: Vec<Brief>) {
+    ///
+    /// `young`: the members were just created. Then a container that reads as
+    /// unlimited is not written off until the rescan: a runtime's process between
+    /// fork and exec (runc init, before its pivot_root) shows a /proc/PID/root that
+    /// does not lead to its container's cgroup yet.
+    fn watch(&mut self, key: String, members: Vec<Brief>, young: bool) {
         let first = &members[0];
         let container = self.cgroups.read_container(first.pid, &first.cgroups);
         let limited = container.memory.as_ref().is_some_and(|m| matches!(m.limit_bytes, Some(Some(_))));
         if !limited {
-            self.containers.remove(&key);
-            self.unlimited.insert(key);
+            if let Some(w) = self.containers.remove(&key) {
+                self.retire(key.clone(), w.history);
+            }
+            if !young {
+                self.unlimited.insert(key);
+            }
             return; // nothing to run into
         }
         // Held open: the path may lead through a member's /proc/PID/root, which
@@ -346,7 +373,7 @@ impl Watcher {
         let events = self.arm(&container);
         let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
         let pids = read_pids(&dir).unwrap_or_default();
-        let history = self.containers.remove(&key).map(|w| w.history);
+        let history = self.containers.remove(&key).map(|w| w.history).or_else(|| self.retired.remove(&key));
         let again = history.is_some();
         tracing::info!(cgroup = %key, woken_by_kernel = events.is_some(), again, oom_kills = ?oom_kills, "watching a container");
         self.containers.insert(
@@ -366,9 +393,26 @@ impl Watcher {
                 events,
                 stale: false,
                 last_pct: 0.0,
+                near: false,
                 history: history.unwrap_or_default(),
             },
         );
+    }
+
+    /// Keeps a dropped container's history for a successor at its path, while it
+    /// covers the last [`history::SPAN`]; at most [`RETIRED`], the stalest going first.
+    fn retire(&mut self, key: String, history: history::History) {
+        let now = Instant::now();
+        self.retired.retain(|_, h| h.last_sampled().is_some_and(|t| now.duration_since(t) < history::SPAN));
+        if history.is_empty() {
+            return;
+        }
+        if self.retired.len() >= RETIRED
+            && let Some(stalest) = self.retired.iter().min_by_key(|(_, h)| h.last_sampled()).map(|(k, _)| k.clone())
+        {
+            self.retired.remove(&stalest);
+        }
+        self.retired.insert(key, history);
     }
 
     /// v1: eventfds at the thresholds and on OOM; v2: a PSI trigger and
@@ -400,6 +444,7 @@ impl Watcher {
                 tracing::info!(cgroup = %key, last_pct = w.last_pct, kills = ?w.oom_kills, "cgroup removed");
             }
             w.last_pct = 0.0;
+            w.near = false;
             return;
         };
         let (ws, oom_kills) = (polled.working_set_bytes, polled.oom_kills);
@@ -419,6 +464,7 @@ impl Watcher {
         while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > cfg.window) {
             w.samples.pop_front();
         }
+        w.near = near(w.last_pct, ws, limit, growth_per_sec(&w.samples));
         let before_pids = before;
         if let (Some(before), Some(after)) = (w.oom_kills, oom_kills)
             && after > before
@@ -583,6 +629,12 @@ fn decide(w: &mut Watched, now: Instant, ws: u64, limit: u64, cfg: &WatchConfig)
     )
 }
 
+/// Whether a container is near enough its limit to be polled every [`HOT_POLL`].
+fn near(pct: f64, ws: u64, limit: u64, growth: f64) -> bool {
+    let eta_secs = if growth > 0.0 { limit.saturating_sub(ws) as f64 / growth } else { f64::INFINITY };
+    pct >= NEAR_ALWAYS_PCT || (pct >= NEAR_PCT && eta_secs < NEAR_ETA.as_secs_f64())
+}
+
 /// Least-squares growth of the working set, bytes a second.
 pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
     if samples.len() < 2 {
@@ -667,10 +719,15 @@ fn capture(
     let mut container = match processes.first() {
         Some(p) => cgroups.read_container(p.pid, &p.cgroups),
         None => {
-            // Nobody left to reach the cgroup through: re-read it where it was found.
+            // Nobody left to reach the cgroup through (its path may have led through a
+            // member's /proc/PID/root): re-read it through the held directory, via the
+            // agent's own /proc/self/fd link to it.
             let mut c = w.container.clone();
             if let Some(m) = &w.container.memory {
-                let (memory, unavailable) = cgroups.reread_memory(m.location.clone());
+                let mut held = m.location.clone();
+                held.dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", w.dir.as_raw_fd()));
+                let (mut memory, unavailable) = cgroups.reread_memory(held);
+                memory.location = m.location.clone();
                 c.memory = Some(memory);
                 c.unavailable = unavailable;
             }
@@ -806,6 +863,16 @@ mod tests {
     fn cooldown_holds_back_a_second_warning_but_resets_after_a_drop() {
         let d = run(&[(0, 85), (1000, 60), (2000, 85), (70_000, 60), (71_000, 85)], 100);
         assert_eq!(d, [Some(Decision::Threshold), None, None, None, Some(Decision::Threshold)]);
+    }
+
+    #[test]
+    fn only_a_container_heading_for_its_limit_is_polled_fast() {
+        const MIB: u64 = 1 << 20;
+        assert!(near(60.0, 60 * MIB, 100 * MIB, 16.0 * MIB as f64), "16 MiB/s, 2.5 s from the limit");
+        assert!(!near(70.0, 70 * MIB, 100 * MIB, 0.0), "steady at 70%");
+        assert!(!near(70.0, 70 * MIB, 100 * MIB, 0.5 * MIB as f64), "60 s away");
+        assert!(!near(40.0, 40 * MIB, 100 * MIB, 60.0 * MIB as f64), "below half");
+        assert!(near(96.0, 96 * MIB, 100 * MIB, 0.0), "at the edge, growing or not");
     }
 
     #[test]
