@@ -9,7 +9,7 @@ memory cgroup with a 256 MiB limit gets a fresh process; the delay is from the
 write to its cgroup.procs to the agent's log line "watching a container" for it
 (the line is logged after the cgroup is opened and armed). At rest: --containers
 cgroups with a sleeper each, the agent's CPU (utime+stime) over --seconds and its
-RSS, against DESIGN.md's budgets (0.5% of a core, 15 MiB). Needs root.
+RSS, in a PID namespace as in a pod, against DESIGN.md's budgets (0.5% of a core, 15 MiB). Needs root.
 """
 import argparse, os, random, re, statistics, subprocess, sys, tempfile, time
 
@@ -86,20 +86,31 @@ def main():
                 time.sleep(0.002)
             else:
                 sys.exit(f"run {run}: not watched within 10 s")
-        # At rest: the cgroups of the discovery runs, trimmed to --containers.
-        for p in sleepers[args.containers:]:
+        # At rest, as in a pod: a PID namespace holding a sleeper in each of
+        # --containers cgroups and its own agent (on the host, the agent would also
+        # sample every host process's fds and list the host's /proc every poll).
+        for p in sleepers:
             p.kill()
-        time.sleep(6)  # a rescan drops the emptied ones
-        c0, t0 = cpu_secs(agent.pid), time.monotonic()
+        rest = [cgroup(f"osl-bench-rest-{os.getpid()}-{i}") for i in range(args.containers)]
+        made.extend(rest)
+        script = "".join(f"sleep 100000 & echo $! > {c}/cgroup.procs; " for c in rest)
+        script += f"exec {agent_bin} serve --listen 127.0.0.1:0 --report-dir {work}/rest --events off 2>/dev/null"
+        pod = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+                               start_new_session=True)
+        time.sleep(8)
+        ns_agent = int(subprocess.run(["pgrep", "-n", "-x", "osl-agent"], capture_output=True, text=True).stdout)
+        c0, t0 = cpu_secs(ns_agent), time.monotonic()
         time.sleep(args.seconds)
-        cpu = (cpu_secs(agent.pid) - c0) / (time.monotonic() - t0)
-        rss = rss_mib(agent.pid)
+        cpu = (cpu_secs(ns_agent) - c0) / (time.monotonic() - t0)
+        rss = rss_mib(ns_agent)
+        os.killpg(pod.pid, 9)
+        pod.wait()
         ms = sorted(d * 1000 for d in delays)
         if os.environ.get("VERBOSE"):
             print("delays ms:", [round(d * 1000) for d in delays])
         print(f"discovery of a new container ({len(ms)} runs, poll 250 ms): median {statistics.median(ms):.0f} ms, "
               f"min {ms[0]:.0f} ms, max {ms[-1]:.0f} ms")
-        print(f"at rest with {min(args.containers, len(sleepers))} containers over {args.seconds:.0f} s: "
+        print(f"at rest in a PID namespace with {args.containers} containers over {args.seconds:.0f} s: "
               f"CPU {cpu * 100:.2f}% of a core (budget 0.5%), RSS {rss:.1f} MiB (budget 15 MiB)")
     finally:
         agent.terminate()
