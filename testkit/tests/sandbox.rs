@@ -74,7 +74,13 @@ fn containers_share_the_pods_pid_and_network_namespaces_and_each_sees_its_own_cg
             [c.host_pid, c.pod_pid].map(|p| p.to_string())
         );
         assert_eq!(pid_ns(c.host_pid), pid_ns(pause.host_pid));
-        assert_eq!(fs::read_to_string(format!("/proc/{}/cmdline", c.host_pid)).unwrap(), "sleep\u{0}300\u{0}");
+        // The container's process may still be between fork and exec (an empty cmdline).
+        let cmdline = || fs::read_to_string(format!("/proc/{}/cmdline", c.host_pid)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cmdline() != "sleep\u{0}300\u{0}" && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(cmdline(), "sleep\u{0}300\u{0}");
     }
     assert_ne!(pid_ns(pause.host_pid), pid_ns(std::process::id() as i32));
     let ps = exec(&pod, "app-a", r#"for d in /proc/[0-9]*; do echo "${d#/proc/} $(cat "$d/comm")"; done"#);
