@@ -219,7 +219,7 @@ fn a_leak_from_the_first_moment_in_a_new_cgroup_is_reported_before_the_kill() {
         let died = SystemTime::now();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "run {run}: OOM-killed");
         let lived = entered.elapsed();
-        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(3));
+        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(6));
         let pre = watch.reports(&cg, ReportKind::PreOom);
         assert!(!pre.is_empty(), "run {run}: no pre-OOM report in a life of {lived:?}");
         let written = std::fs::metadata(watch.store.dir().join(format!("{}.json", pre[0].id))).unwrap();
@@ -317,7 +317,7 @@ fn the_named_next_victim_is_the_one_the_kernel_kills() {
         assert_eq!(big.send("grow 200").as_deref(), Some("ok"));
         let status = big.wait();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "run {run}: the big one died");
-        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(3));
+        let post = watch.wait_for(&cg, ReportKind::PostMortem, Duration::from_secs(6));
         let pre = watch.reports(&cg, ReportKind::PreOom);
         assert!(!pre.is_empty() && post.len() == 1, "run {run}: {} pre, {} post", pre.len(), post.len());
         assert_eq!(post[0].victims.iter().map(|v| v.pid).collect::<Vec<_>>(), [big.pid], "run {run}: killed");
