@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -346,7 +345,7 @@ def check_agent(pod: Pod, values: dict, level: str, info: dict) -> None:
         R.check(f"{n}: in-kernel counting refused with its real cause", want in why, why)
 
 
-def check_diagnose(pod: Pod, values: dict) -> dict:
+def check_diagnose(pod: Pod) -> dict:
     n = pod.name
     d = pod.osl_json("diagnose")
     app_id, agent_id = pod.ids["app"], pod.ids["osl-agent"]
@@ -574,7 +573,7 @@ def main() -> int:
                 continue
             check_agent(pod, values, level, info)
             close_peer(pod)
-            d = check_diagnose(pod, values)
+            d = check_diagnose(pod)
             check_close_wait(pod, d)
             if name == "ptrace":
                 check_strace(pod, ["--backend", "ptrace"], "ptrace", "asked for")
