@@ -713,9 +713,19 @@ fn capture(
 ) -> v1::Report {
     let before: HashMap<(i32, u64), u64> =
         w.members.iter().map(|b| ((b.pid, b.start_time_ticks), b.rss_bytes)).collect();
-    // The cgroup's processes now (the rescan's list may be seconds old).
-    let pids: Vec<i32> = if w.pids.is_empty() { w.members.iter().map(|b| b.pid).collect() } else { w.pids.clone() };
-    let processes: Vec<Process> = procs.read_many(&pids).into_iter().filter_map(|(_, p)| p.ok()).collect();
+    // The cgroup's processes now, through the held directory (the rescan's list may
+    // be seconds old, and after a kill it names the victim).
+    let pids: Vec<i32> = read_pids(&w.dir).unwrap_or_else(|| w.members.iter().map(|b| b.pid).collect());
+    // A victim still exiting, or a pid already reused elsewhere, must not stand for
+    // the container: it would be read as another (or no) container.
+    let path = w.container.memory.as_ref().map(|m| m.location.path.clone());
+    let processes: Vec<Process> = procs
+        .read_many(&pids)
+        .into_iter()
+        .filter_map(|(_, p)| p.ok())
+        .filter(|p| p.state != 'Z' && p.state != 'X')
+        .filter(|p| path.is_none() || p.container_cgroup().map(|c| &c.path) == path.as_ref())
+        .collect();
     let mut container = match processes.first() {
         Some(p) => cgroups.read_container(p.pid, &p.cgroups),
         None => {
