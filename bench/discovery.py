@@ -51,10 +51,11 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--containers", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--agent", help="an osl-agent binary to measure instead (e.g. a baseline build)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: memory cgroups")
-    agent_bin = next((c for c in CANDIDATES if os.path.exists(c)), None)
+    agent_bin = args.agent or next((c for c in CANDIDATES if os.path.exists(c)), None)
     if not agent_bin:
         sys.exit("no release agent: .ci/static-binary or cargo build --release -p osl-agent")
     work = tempfile.mkdtemp(prefix="osl-discovery-")
@@ -62,7 +63,7 @@ def main():
     log = open(log_path, "w")
     agent = subprocess.Popen([agent_bin, "serve", "--listen", "127.0.0.1:0", "--report-dir", f"{work}/reports",
                               "--events", "off", "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=log)
-    sleepers, made = [], []
+    sleepers, made, pod = [], [], None
     try:
         time.sleep(1)
         delays = []
@@ -98,13 +99,12 @@ def main():
         pod = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
                                start_new_session=True)
         time.sleep(8)
-        ns_agent = int(subprocess.run(["pgrep", "-n", "-x", "osl-agent"], capture_output=True, text=True).stdout)
+        # unshare's one child is the namespace's init: sh, which exec'd the agent.
+        ns_agent = int(open(f"/proc/{pod.pid}/task/{pod.pid}/children").read().split()[0])
         c0, t0 = cpu_secs(ns_agent), time.monotonic()
         time.sleep(args.seconds)
         cpu = (cpu_secs(ns_agent) - c0) / (time.monotonic() - t0)
         rss = rss_mib(ns_agent)
-        os.killpg(pod.pid, 9)
-        pod.wait()
         ms = sorted(d * 1000 for d in delays)
         if os.environ.get("VERBOSE"):
             print("delays ms:", [round(d * 1000) for d in delays])
@@ -113,6 +113,9 @@ def main():
         print(f"at rest in a PID namespace with {args.containers} containers over {args.seconds:.0f} s: "
               f"CPU {cpu * 100:.2f}% of a core (budget 0.5%), RSS {rss:.1f} MiB (budget 15 MiB)")
     finally:
+        if pod:
+            os.killpg(pod.pid, 9)
+            pod.wait()
         agent.terminate()
         agent.wait()
         for p in sleepers:

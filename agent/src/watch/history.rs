@@ -52,6 +52,11 @@ impl History {
         self.last = Some(now);
     }
 
+    /// Whether the next offer starts a new sample.
+    pub fn due(&self, now: Instant) -> bool {
+        self.last.is_none_or(|t| now.duration_since(t) >= EVERY)
+    }
+
     /// When the last sample was kept.
     pub fn last_sampled(&self) -> Option<Instant> {
         self.last

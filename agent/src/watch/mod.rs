@@ -11,6 +11,7 @@
 //! cgroupfs: then it polls).
 
 pub mod events;
+pub mod held;
 pub mod history;
 pub mod kills;
 pub mod store;
@@ -21,10 +22,10 @@ use crate::convert;
 use crate::error::{open_dir, read_file_at};
 use crate::findings;
 use crate::kube_events::{Notice, NoticeSender};
-use crate::model::{CgroupLocation, CgroupVersion, Container, Process};
+use crate::model::{CgroupVersion, Container, Process};
 use crate::proc::{Brief, ProcReader};
 use osl_proto::v1;
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::AsRawFd;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,14 +121,18 @@ pub struct Watcher {
     retired: HashMap<String, history::History>,
     /// Where reports are announced as Kubernetes Events, when on.
     notify: Option<NoticeSender>,
+    /// The kernel signalled since the last poll: the eventfds are worth draining.
+    signalled: bool,
 }
 
 /// One container under watch.
 #[derive(Debug)]
 struct Watched {
     container: Container,
-    /// The memory cgroup's directory, held open.
-    dir: OwnedFd,
+    /// Its memory cgroup's directory and poll files, held open.
+    files: held::PollFiles,
+    /// Its limit file as last read: the rescan re-reads the container when it changes.
+    limit_raw: Option<Vec<u8>>,
     /// Its cgroup.procs at the last poll.
     pids: Vec<i32>,
     members: Vec<Brief>,
@@ -171,6 +176,7 @@ impl Watcher {
             kills: kills::KillLog::default(),
             retired: HashMap::new(),
             notify: None,
+            signalled: false,
         }
     }
 
@@ -207,6 +213,7 @@ impl Watcher {
                 sleep = sleep.min(HOT_POLL);
             }
             if self.wait(sleep.min(STOP_LATENCY)) {
+                self.signalled = true;
                 // The kernel signalled: poll now, and often for a moment. The v1 OOM
                 // eventfd fires when the cgroup hits its limit, before the killer has
                 // picked (and counted) its victim; the engine may remove a dead
@@ -255,6 +262,7 @@ impl Watcher {
         for key in keys {
             self.check(&key, now);
         }
+        self.signalled = false;
         if self.last_rescan.is_none_or(|t| t.elapsed() >= self.cfg.rescan) {
             self.rescan();
         } else {
@@ -323,7 +331,15 @@ impl Watcher {
                 Some(w) if w.stale => self.watch(key, members, false),
                 Some(w) => {
                     // A resized container (kubectl patch, in-place resize): new
-                    // limit, new thresholds.
+                    // limit, new thresholds. Only a changed limit file is worth
+                    // re-reading the container for (a v1 parent's limit changed
+                    // alone goes unnoticed: Kubernetes resizes the container too).
+                    let raw = w.files.limit.as_ref().and_then(|f| f.read().ok());
+                    if raw.is_some() && raw == w.limit_raw {
+                        w.members = members;
+                        continue;
+                    }
+                    w.limit_raw = raw;
                     let first = &members[0];
                     let now = self.cgroups.read_container(first.pid, &first.cgroups);
                     let limit_of = |c: &Container| c.memory.as_ref().and_then(|m| m.limit_bytes).flatten();
@@ -369,10 +385,13 @@ impl Watcher {
         }
         // Held open: the path may lead through a member's /proc/PID/root, which
         // goes when that process does.
-        let Some(dir) = container.memory.as_ref().and_then(|m| open_dir(&m.location.dir).ok()) else { return };
+        let Some(m) = container.memory.as_ref() else { return };
+        let Ok(dir) = open_dir(&m.location.dir) else { return };
+        let Ok(files) = held::PollFiles::open(dir, m.location.version) else { return };
+        let limit_raw = files.limit.as_ref().and_then(|f| f.read().ok());
         let events = self.arm(&container);
         let oom_kills = container.memory.as_ref().and_then(|m| m.oom_kill_events);
-        let pids = read_pids(&dir).unwrap_or_default();
+        let pids = files.pids().unwrap_or_default();
         let history = self.containers.remove(&key).map(|w| w.history).or_else(|| self.retired.remove(&key));
         let again = history.is_some();
         tracing::info!(cgroup = %key, woken_by_kernel = events.is_some(), again, oom_kills = ?oom_kills, "watching a container");
@@ -380,7 +399,8 @@ impl Watcher {
             key,
             Watched {
                 container,
-                dir,
+                files,
+                limit_raw,
                 pids,
                 members,
                 samples: VecDeque::new(),
@@ -434,12 +454,16 @@ impl Watcher {
 
     fn check(&mut self, key: &str, now: Instant) {
         let cfg = self.cfg.clone();
+        let signalled = self.signalled;
         let Some(w) = self.containers.get_mut(key) else { return };
-        let woken = w.events.as_ref().is_some_and(events::Events::drain);
-        let Some(memory) = w.container.memory.clone() else { return };
-        let Some(Some(limit)) = memory.limit_bytes else { return };
-        let Some(polled) = poll_memory(&w.dir, &memory.location) else {
-            w.stale = read_pids(&w.dir).is_none();
+        let woken = signalled && w.events.as_ref().is_some_and(events::Events::drain);
+        let Some(Some(Some(limit))) = w.container.memory.as_ref().map(|m| m.limit_bytes) else { return };
+        // Below every trigger, memory.stat (the working set) is read only for the
+        // history's sample of the second: the working set is at most the usage.
+        let light_below = cfg.warn_pct.min(PREDICT_FROM_PCT) - HYSTERESIS_PCT;
+        let full = w.history.due(now) || w.last_pct >= light_below;
+        let Some(polled) = poll_memory(&w.files, limit, light_below, full) else {
+            w.stale = w.files.pids().is_none();
             if w.stale && w.last_pct > 0.0 {
                 tracing::info!(cgroup = %key, last_pct = w.last_pct, kills = ?w.oom_kills, "cgroup removed");
             }
@@ -447,7 +471,23 @@ impl Watcher {
             w.near = false;
             return;
         };
-        let (ws, oom_kills) = (polled.working_set_bytes, polled.oom_kills);
+        let oom_kills = polled.oom_kills;
+        let before = std::mem::replace(&mut w.pids, w.files.pids().unwrap_or_default());
+        let Some(ws) = polled.working_set_bytes else {
+            // A light poll: only the kill counter and the processes matter here.
+            w.last_pct = polled.usage_bytes as f64 * 100.0 / limit.max(1) as f64;
+            w.near = false;
+            (w.fired_warn, w.fired_critical, w.fired_prediction) = (false, false, false);
+            if let (Some(was), Some(is)) = (w.oom_kills, oom_kills)
+                && is > was
+            {
+                w.oom_kills = oom_kills;
+                self.post_mortem(key, polled.usage_bytes, limit, (is - was, is), before);
+                return;
+            }
+            w.oom_kills = oom_kills.or(w.oom_kills);
+            return;
+        };
         let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         w.history.offer(
             now,
@@ -458,7 +498,6 @@ impl Watcher {
                 file_bytes: polled.file_bytes,
             },
         );
-        let before = std::mem::replace(&mut w.pids, read_pids(&w.dir).unwrap_or_default());
         w.samples.push_back((now, ws));
         w.last_pct = ws as f64 * 100.0 / limit.max(1) as f64;
         while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > cfg.window) {
@@ -528,7 +567,7 @@ impl Watcher {
         // it a moment to go.
         let deadline = Instant::now() + VICTIM_WAIT;
         let gone = loop {
-            let now: Vec<i32> = read_pids(&w.dir).unwrap_or_default();
+            let now: Vec<i32> = w.files.pids().unwrap_or_default();
             let gone: Vec<i32> = before.iter().copied().filter(|p| !now.contains(p)).collect();
             if !gone.is_empty() || Instant::now() >= deadline {
                 w.pids = now;
@@ -654,42 +693,35 @@ pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
 
 /// What the cheap poll reads.
 struct Polled {
-    working_set_bytes: u64,
+    usage_bytes: u64,
+    /// `None` for a light poll (see [`poll_memory`]).
+    working_set_bytes: Option<u64>,
     anon_bytes: Option<u64>,
     file_bytes: Option<u64>,
     oom_kills: Option<u64>,
 }
 
-/// The cheap poll: working set, anon and file, and the OOM-kill counter, through the
-/// held directory.
-fn poll_memory(dir: &OwnedFd, loc: &CgroupLocation) -> Option<Polled> {
-    let read = |name: &str| read_file_at(dir, &loc.dir, name).ok();
-    let (usage, stat, [inactive, anon, file], oom) = match loc.version {
-        CgroupVersion::V1 => (
-            read("memory.usage_in_bytes")?,
-            read("memory.stat")?,
-            ["total_inactive_file", "total_rss", "total_cache"],
-            read("memory.oom_control"),
-        ),
-        CgroupVersion::V2 => {
-            (read("memory.current")?, read("memory.stat")?, ["inactive_file", "anon", "file"], read("memory.events"))
-        }
-    };
-    let usage = files::single_u64(&usage).ok()?;
-    let stat = files::flat_keyed(&stat).ok()?;
+/// The cheap poll through the held files: usage and the OOM-kill counter; the
+/// working set, anon and file too when `full` or the usage is at `light_below`%
+/// of the limit or more.
+fn poll_memory(files: &held::PollFiles, limit: u64, light_below: f64, full: bool) -> Option<Polled> {
+    let usage = files::single_u64(&files.usage.read().ok()?).ok()?;
+    let oom = files.oom.as_ref().and_then(|f| f.read().ok());
     let oom_kills = oom.and_then(|b| files::flat_keyed(&b).ok()).and_then(|m| m.get("oom_kill").copied());
-    Some(Polled {
-        working_set_bytes: working_set(Some(usage), stat.get(inactive).copied())?,
-        anon_bytes: stat.get(anon).copied(),
-        file_bytes: stat.get(file).copied(),
-        oom_kills,
-    })
-}
-
-/// The cgroup's processes, as cgroup.procs lists them (pids in the agent's namespace).
-fn read_pids(dir: &OwnedFd) -> Option<Vec<i32>> {
-    let bytes = read_file_at(dir, std::path::Path::new("cgroup"), "cgroup.procs").ok()?;
-    Some(String::from_utf8_lossy(&bytes).lines().filter_map(|l| l.trim().parse().ok()).collect())
+    let mut polled =
+        Polled { usage_bytes: usage, working_set_bytes: None, anon_bytes: None, file_bytes: None, oom_kills };
+    if !full && (usage as f64 * 100.0 / limit.max(1) as f64) < light_below {
+        return Some(polled);
+    }
+    let [inactive, anon, file] = match files.version {
+        CgroupVersion::V1 => ["total_inactive_file", "total_rss", "total_cache"],
+        CgroupVersion::V2 => ["inactive_file", "anon", "file"],
+    };
+    let stat = files::flat_keyed(&files.stat.read().ok()?).ok()?;
+    polled.working_set_bytes = Some(working_set(Some(usage), stat.get(inactive).copied())?);
+    polled.anon_bytes = stat.get(anon).copied();
+    polled.file_bytes = stat.get(file).copied();
+    Some(polled)
 }
 
 fn brief_process(b: &Brief) -> v1::ReportProcess {
@@ -715,7 +747,7 @@ fn capture(
         w.members.iter().map(|b| ((b.pid, b.start_time_ticks), b.rss_bytes)).collect();
     // The cgroup's processes now, through the held directory (the rescan's list may
     // be seconds old, and after a kill it names the victim).
-    let pids: Vec<i32> = read_pids(&w.dir).unwrap_or_else(|| w.members.iter().map(|b| b.pid).collect());
+    let pids: Vec<i32> = w.files.pids().unwrap_or_else(|| w.members.iter().map(|b| b.pid).collect());
     // A victim still exiting, or a pid already reused elsewhere, must not stand for
     // the container: it would be read as another (or no) container.
     let path = w.container.memory.as_ref().map(|m| m.location.path.clone());
@@ -735,7 +767,7 @@ fn capture(
             let mut c = w.container.clone();
             if let Some(m) = &w.container.memory {
                 let mut held = m.location.clone();
-                held.dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", w.dir.as_raw_fd()));
+                held.dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", w.files.dir.as_raw_fd()));
                 let (mut memory, unavailable) = cgroups.reread_memory(held);
                 memory.location = m.location.clone();
                 c.memory = Some(memory);
@@ -780,7 +812,7 @@ fn capture(
     let page = rustix::param::page_size() as u64;
     let next_victim_pid = limit.and_then(|l| victim::next(&oom, l, page)).unwrap_or(0);
     let oom_group = match container.memory.as_ref().map(|m| m.location.version) {
-        Some(CgroupVersion::V2) => read_file_at(&w.dir, std::path::Path::new("cgroup"), "memory.oom.group")
+        Some(CgroupVersion::V2) => read_file_at(&w.files.dir, std::path::Path::new("cgroup"), "memory.oom.group")
             .ok()
             .map(|b| b.trim_ascii() == b"1"),
         _ => None,
