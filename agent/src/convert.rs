@@ -176,6 +176,7 @@ pub fn container(c: &model::Container) -> v1::Container {
             pressure: cpu.pressure.as_ref().map(pressure),
         }),
         unavailable: unavailable_all(&c.unavailable),
+        memory_trend: Vec::new(),
     }
 }
 

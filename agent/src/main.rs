@@ -5,7 +5,7 @@ use osl_agent::cgroup::CgroupReader;
 use osl_agent::proc::ProcReader;
 use osl_agent::trend::FdSampler;
 use osl_agent::watch::store::Store;
-use osl_agent::watch::{WatchConfig, Watcher};
+use osl_agent::watch::{Trends, WatchConfig, Watcher};
 use osl_agent::{Agent, Roots, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -184,7 +184,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             ..WatchConfig::default()
         };
         let cgroups = CgroupReader::new(&roots.proc, roots.cgroup.clone())?;
-        let mut watcher = Watcher::new(ProcReader::new(&roots.proc), cgroups, store.clone(), cfg);
+        let trends = Trends::default();
+        let mut watcher =
+            Watcher::new(ProcReader::new(&roots.proc), cgroups, store.clone(), cfg).with_trends(trends.clone());
         if let Some(notify) = event_poster(args.events).await {
             watcher = watcher.with_notify(notify);
         }
@@ -192,7 +194,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let stop = stop_watch.clone();
         std::thread::Builder::new().name("pre-oom".into()).spawn(move || watcher.run(stop))?;
         info!(dir = %args.report_dir.display(), "pre-OOM watcher on");
-        agent = agent.with_reports(store);
+        agent = agent.with_reports(store).with_trends(trends);
     }
     let agent = Arc::new(agent);
     let p = agent.privileges();

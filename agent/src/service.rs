@@ -29,6 +29,8 @@ pub struct Agent {
     sampler: Option<Arc<FdSampler>>,
     /// The pre-OOM reports, when the watcher runs.
     reports: Option<Arc<Store>>,
+    /// The containers' memory trends, when the watcher runs.
+    trends: Option<crate::watch::Trends>,
     profiles: Profiles,
 }
 
@@ -42,6 +44,7 @@ impl Agent {
             started: Instant::now(),
             sampler: None,
             reports: None,
+            trends: None,
             profiles: Profiles::new(DEFAULT_MAX_PROFILE, 4),
         }
     }
@@ -154,6 +157,12 @@ impl Agent {
         self
     }
 
+    /// Diagnose shows each container's memory trend, as the watcher publishes it.
+    pub fn with_trends(mut self, trends: crate::watch::Trends) -> Self {
+        self.trends = Some(trends);
+        self
+    }
+
     pub fn list_reports(&self, _req: v1::ListReportsRequest) -> Result<v1::ListReportsResponse> {
         Ok(match &self.reports {
             Some(store) => {
@@ -201,6 +210,15 @@ impl Agent {
         }
         let snapshot = self.collector.snapshot(&filter_from(req.filter)?, self.sampler.as_deref())?;
         let mut resp = convert::snapshot(&snapshot, self.info());
+        if let Some(trends) = &self.trends {
+            let trends = trends.lock().unwrap_or_else(|p| p.into_inner());
+            for c in &mut resp.containers {
+                let path = c.memory.as_ref().and_then(|m| m.location.as_ref()).map(|l| l.path.as_str());
+                if let Some(t) = path.and_then(|p| trends.get(p)) {
+                    c.memory_trend = t.clone();
+                }
+            }
+        }
         if req.blocked_sample_msec > 0 {
             let root = self.collector.proc_reader().root();
             let duration = Duration::from_millis(req.blocked_sample_msec.into());

@@ -166,6 +166,20 @@ impl ProcReader {
         Ok((stat.starttime, count_fds(&dir, &path, self.is_procfs)?))
     }
 
+    /// The pre-OOM ring's per-second look at one process: RSS (statm, one short
+    /// read) and open fds (`None` where /proc/PID/fd is not readable).
+    pub fn rss_and_fds(&self, pid: i32) -> Result<(u64, Option<u64>), ReadError> {
+        let path = self.root.join(pid.to_string());
+        let dir = open_dir(&path)?;
+        let statm = read_file_at(&dir, &path, "statm")?;
+        let pages: u64 = std::str::from_utf8(&statm)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1)?.parse().ok())
+            .ok_or_else(|| ReadError::parse(path.join("statm"), "no resident field"))?;
+        let fds = count_fds(&dir, &path, self.is_procfs).ok();
+        Ok((pages.saturating_mul(rustix::param::page_size() as u64), fds))
+    }
+
     pub fn denied_hint(&self) -> &'static str {
         self.denied_hint
     }

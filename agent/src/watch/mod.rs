@@ -123,7 +123,14 @@ pub struct Watcher {
     notify: Option<NoticeSender>,
     /// The kernel signalled since the last poll: the eventfds are worth draining.
     signalled: bool,
+    /// Where each rescan publishes the containers' memory trends, for Diagnose.
+    trends: Option<Trends>,
 }
+
+/// Each watched container's working set over the last minutes ([`TREND_POINTS`]
+/// points), by memory cgroup path: what Diagnose shows; replaced at each rescan.
+pub type Trends = Arc<std::sync::Mutex<HashMap<String, Vec<v1::MemorySample>>>>;
+pub const TREND_POINTS: usize = 60;
 
 /// One container under watch.
 #[derive(Debug)]
@@ -177,7 +184,25 @@ impl Watcher {
             retired: HashMap::new(),
             notify: None,
             signalled: false,
+            trends: None,
         }
+    }
+
+    /// Publishes the containers' memory trends to `trends` at each rescan.
+    pub fn with_trends(mut self, trends: Trends) -> Self {
+        self.trends = Some(trends);
+        self
+    }
+
+    fn publish_trends(&self) {
+        let Some(trends) = &self.trends else { return };
+        let fresh: HashMap<String, Vec<v1::MemorySample>> = self
+            .containers
+            .iter()
+            .filter(|(_, w)| !w.stale && !w.history.is_empty())
+            .map(|(k, w)| (k.clone(), w.history.trend(TREND_POINTS)))
+            .collect();
+        *trends.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
     /// Announces every report written (never blocking: a full queue drops it).
@@ -265,6 +290,7 @@ impl Watcher {
         self.signalled = false;
         if self.last_rescan.is_none_or(|t| t.elapsed() >= self.cfg.rescan) {
             self.rescan();
+            self.publish_trends();
         } else {
             self.discover();
         }
@@ -489,6 +515,13 @@ impl Watcher {
             return;
         };
         let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        // Processes and PSI once a second; faster polls only raise the second's peak.
+        let (top, fd_count, pressure_some_avg10) = if w.history.due(now) {
+            let (top, fds) = sample_processes(&self.procs, &w.pids);
+            (top, fds, w.files.pressure_some_avg10().map(|p| p as f32))
+        } else {
+            Default::default()
+        };
         w.history.offer(
             now,
             history::Sample {
@@ -496,6 +529,9 @@ impl Watcher {
                 working_set_bytes: ws,
                 anon_bytes: polled.anon_bytes,
                 file_bytes: polled.file_bytes,
+                top,
+                fd_count,
+                pressure_some_avg10,
             },
         );
         w.samples.push_back((now, ws));
@@ -722,6 +758,26 @@ fn poll_memory(files: &held::PollFiles, limit: u64, light_below: f64, full: bool
     polled.anon_bytes = stat.get(anon).copied();
     polled.file_bytes = stat.get(file).copied();
     Some(polled)
+}
+
+/// Past this many processes a container's second has no per-process columns: the
+/// poll's cost stays bounded whatever a container forks.
+const MAX_SAMPLED_PROCESSES: usize = 256;
+
+/// The biggest processes by RSS, and the fds of all (`None` if any was unreadable).
+fn sample_processes(procs: &ProcReader, pids: &[i32]) -> ([Option<(i32, u64)>; history::TOP], Option<u32>) {
+    let mut top = [None; history::TOP];
+    if pids.len() > MAX_SAMPLED_PROCESSES {
+        return (top, None);
+    }
+    let mut read: Vec<(i32, u64, Option<u64>)> =
+        pids.iter().filter_map(|&pid| procs.rss_and_fds(pid).ok().map(|(rss, fds)| (pid, rss, fds))).collect();
+    let fds = read.iter().map(|r| r.2).sum::<Option<u64>>().map(|n| n.min(u32::MAX as u64) as u32);
+    read.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (slot, r) in top.iter_mut().zip(&read) {
+        *slot = Some((r.0, r.1));
+    }
+    (top, fds)
 }
 
 fn brief_process(b: &Brief) -> v1::ReportProcess {

@@ -6,7 +6,7 @@ use crate::support::{MIB, TestProc, V1Cgroup, privileged};
 use osl_agent::cgroup::CgroupReader;
 use osl_agent::proc::ProcReader;
 use osl_agent::watch::store::Store;
-use osl_agent::watch::{WatchConfig, Watcher};
+use osl_agent::watch::{Trends, WatchConfig, Watcher};
 use osl_proto::v1::{self, ReportKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +21,14 @@ struct Running {
 
 impl Running {
     fn start(cfg: WatchConfig) -> Self {
+        Self::start_with(cfg, Trends::default())
+    }
+
+    fn start_with(cfg: WatchConfig, trends: Trends) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), 100, 64 << 20).unwrap());
         let cgroups = CgroupReader::new("/proc", None).unwrap();
-        let mut watcher = Watcher::new(ProcReader::default(), cgroups, store.clone(), cfg);
+        let mut watcher = Watcher::new(ProcReader::default(), cgroups, store.clone(), cfg).with_trends(trends);
         watcher.rescan();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -277,6 +281,14 @@ fn a_cgroup_recreated_at_the_same_path_gets_a_post_mortem_for_every_kill() {
     assert!(history.windows(2).all(|w| w[1].at_unix_ms - w[0].at_unix_ms >= 1000), "{history:?}");
     // Each sample is its second's highest: the lives' peaks near the 64 MiB limit show.
     assert!(history.iter().any(|s| s.working_set_bytes >= 48 * MIB), "the peaks are in it: {history:?}");
+    // Each second names its biggest processes (the leakers) and counts their fds;
+    // v1 has no per-cgroup PSI, so none is made up.
+    assert!(
+        history.iter().any(|s| s.top.first().is_some_and(|t| victims.contains(&t.pid) && t.rss_bytes >= 32 * MIB)),
+        "a leaker is the biggest: {history:?}"
+    );
+    assert!(history.iter().any(|s| s.fd_count.is_some_and(|n| n >= 3)), "stdio at least: {history:?}");
+    assert!(history.iter().all(|s| s.pressure_some_avg10.is_none()));
     for (life, r) in post.iter().enumerate() {
         let m = r.memory.as_ref().unwrap();
         assert_eq!(m.oom_kill_events, Some(1), "{}: each life's own counter", r.id);
@@ -328,4 +340,36 @@ fn the_named_next_victim_is_the_one_the_kernel_kills() {
         assert_eq!(last.oom_group, None, "v1 has no group kill");
         drop(small);
     }
+}
+
+/// Diagnose shows each container's memory over the last minutes, as the watcher
+/// sampled it: a process holding 24 MiB reads as such in the served trend.
+#[test]
+fn diagnose_carries_the_watchers_memory_trend_of_each_container() {
+    if !privileged("diagnose_carries_the_watchers_memory_trend_of_each_container") {
+        return;
+    }
+    let trends = Trends::default();
+    let cfg = WatchConfig { rescan: Duration::from_secs(1), ..WatchConfig::default() };
+    let _watch = Running::start_with(cfg, trends.clone());
+    let cg = V1Cgroup::create("trend", 256 * MIB);
+    let mut holder = TestProc::spawn(&["anon", "0"]);
+    cg.add(holder.pid);
+    assert_eq!(holder.send("grow 24").as_deref(), Some("ok"), "charged to the new cgroup");
+    let agent = osl_agent::service::Agent::new(&osl_agent::snapshot::Roots::default()).with_trends(trends);
+    let filter = v1::Filter { pids: vec![holder.pid], ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trend = loop {
+        let resp = agent.diagnose(v1::DiagnoseRequest { filter: Some(filter.clone()), ..Default::default() }).unwrap();
+        let c = resp.containers.iter().find(|c| c.pids.contains(&holder.pid)).expect("the holder's container");
+        if c.memory_trend.len() >= 3 || Instant::now() > deadline {
+            break c.memory_trend.clone();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(trend.len() >= 3 && trend.len() <= 60, "{trend:?}");
+    assert!(trend.windows(2).all(|w| w[1].at_unix_ms > w[0].at_unix_ms), "oldest first: {trend:?}");
+    let last = trend.last().unwrap();
+    assert!((24 * MIB..64 * MIB).contains(&last.working_set_bytes), "{last:?}");
+    assert_eq!(last.top.first().map(|t| t.pid), Some(holder.pid), "{last:?}");
 }

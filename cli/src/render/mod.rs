@@ -57,6 +57,12 @@ impl View {
             out.push_str(&heading("CONTAINERS"));
             out.push_str(&tables::containers(&resp.containers, self.wide(), self.width));
             out.push_str("\n\n");
+            let trends = tables::memory_trends(&resp.containers);
+            if !trends.is_empty() {
+                out.push_str(&heading("MEMORY TREND"));
+                out.push_str(&trends);
+                out.push('\n');
+            }
         }
         out.push_str(&heading("PROCESSES"));
         out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));

@@ -68,6 +68,7 @@ pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
     }
     if let Some(line) = history_line(&r.history) {
         out.push_str(&line);
+        out.push_str(&history_extras(&r.history, &r.processes));
     }
     if !r.victims.is_empty() {
         let v: Vec<String> =
@@ -123,23 +124,57 @@ pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
 
 /// The working set over the minutes before, as a sparkline of at most 60 cells
 /// (each the highest sample of its slice: a peak is never averaged away).
-fn history_line(h: &[v1::MemorySample]) -> Option<String> {
-    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+pub(crate) fn history_line(h: &[v1::MemorySample]) -> Option<String> {
     let (first, last) = (h.first()?, h.last()?);
-    let per_cell = h.len().div_ceil(60);
-    let cells: Vec<u64> =
-        h.chunks(per_cell).map(|c| c.iter().map(|s| s.working_set_bytes).max().unwrap_or(0)).collect();
-    let (lo, hi) = (*cells.iter().min()?, *cells.iter().max()?);
-    let bar = |v: u64| BARS[if hi == lo { 0 } else { ((v - lo) * 7 / (hi - lo)) as usize }];
+    let ws: Vec<u64> = h.iter().map(|s| s.working_set_bytes).collect();
+    let (line, lo, hi) = sparkline(&ws, 60)?;
     let secs = (last.at_unix_ms - first.at_unix_ms).max(0) / 1000;
     Some(format!(
-        "working set, last {}m{:02}s: {} ({} .. {})\n",
+        "working set, last {}m{:02}s: {line} ({} .. {})\n",
         secs / 60,
         secs % 60,
-        cells.iter().map(|&v| bar(v)).collect::<String>(),
         bytes(Some(lo)),
         bytes(Some(hi))
     ))
+}
+
+/// What else the ring holds: the container's open fds, its memory pressure, and
+/// its biggest process at the first and the last sample.
+fn history_extras(h: &[v1::MemorySample], processes: &[v1::ReportProcess]) -> String {
+    let mut out = String::new();
+    let fds: Option<Vec<u64>> = h.iter().map(|s| s.fd_count.map(u64::from)).collect();
+    if let Some((line, lo, hi)) = fds.as_deref().and_then(|f| sparkline(f, 60)) {
+        out.push_str(&format!("open fds: {line} ({lo} .. {hi})\n"));
+    }
+    let psi =
+        h.iter().filter_map(|s| s.pressure_some_avg10).fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+    if let Some(max) = psi {
+        out.push_str(&format!("memory pressure (some avg10): at most {max:.1}%\n"));
+    }
+    let comm = |pid: i32| processes.iter().find(|p| p.pid == pid).map_or("?", |p| p.comm.as_str());
+    if let (Some(a), Some(b)) = (h.first().and_then(|s| s.top.first()), h.last().and_then(|s| s.top.first())) {
+        out.push_str(&format!(
+            "biggest process: {} ({}) {} at the start, {} ({}) {} at the end\n",
+            a.pid,
+            comm(a.pid),
+            bytes(Some(a.rss_bytes)),
+            b.pid,
+            comm(b.pid),
+            bytes(Some(b.rss_bytes))
+        ));
+    }
+    out
+}
+
+/// Bars for `values` in at most `cells` cells, each the highest of its slice, with
+/// the low and high the bars span.
+pub(crate) fn sparkline(values: &[u64], cells: usize) -> Option<(String, u64, u64)> {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let per_cell = values.len().div_ceil(cells.max(1)).max(1);
+    let maxes: Vec<u64> = values.chunks(per_cell).filter_map(|c| c.iter().max().copied()).collect();
+    let (lo, hi) = (*maxes.iter().min()?, *maxes.iter().max()?);
+    let bar = |v: u64| BARS[if hi == lo { 0 } else { ((v - lo) as u128 * 7 / (hi - lo) as u128) as usize }];
+    Some((maxes.iter().map(|&v| bar(v)).collect(), lo, hi))
 }
 
 #[cfg(test)]
@@ -161,5 +196,21 @@ mod tests {
         assert_eq!(bars.chars().count(), 60);
         assert_eq!(bars.matches('█').count(), 3, "each life's peak survives: {bars}");
         assert!(history_line(&[]).is_none());
+    }
+
+    #[test]
+    fn the_extras_show_fds_pressure_and_the_biggest_process_only_when_read() {
+        let mut h: Vec<_> = (0..10).map(|s| at(s, s as u64)).collect();
+        assert_eq!(history_extras(&h, &[]), "", "a v1 ring without process columns");
+        for (i, s) in h.iter_mut().enumerate() {
+            s.fd_count = Some(10 + i as u32);
+            s.pressure_some_avg10 = Some(i as f64);
+            s.top = vec![v1::ProcessRss { pid: 42, rss_bytes: (i as u64 + 1) << 20 }];
+        }
+        let procs = [v1::ReportProcess { pid: 42, comm: "leaker".into(), ..Default::default() }];
+        let text = history_extras(&h, &procs);
+        assert!(text.contains("open fds: ▁▁▂▃▄▄▅▆▇█ (10 .. 19)\n"), "{text}");
+        assert!(text.contains("at most 9.0%"), "{text}");
+        assert!(text.contains("42 (leaker) 1 MiB at the start, 42 (leaker) 10 MiB at the end"), "{text}");
     }
 }

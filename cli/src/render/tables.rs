@@ -157,7 +157,7 @@ pub fn processes(list: &[v1::Process], wide: bool, width: Option<u16>) -> String
     t.render(width)
 }
 
-fn cgroup_label(c: &v1::Container) -> String {
+pub fn cgroup_label(c: &v1::Container) -> String {
     if !c.id.is_empty() {
         return if c.name.is_empty() { short_id(&c.id).into() } else { format!("{} ({})", c.name, short_id(&c.id)) };
     }
@@ -237,6 +237,20 @@ pub fn containers(list: &[v1::Container], wide: bool, width: Option<u16>) -> Str
         t.push(row);
     }
     t.render(width)
+}
+
+/// Each container's working set over the last minutes, from the agent's watcher:
+/// one sparkline a container; empty when no container has a trend (--local).
+pub fn memory_trends(list: &[v1::Container]) -> String {
+    let mut out = String::new();
+    for c in list.iter().filter(|c| !c.memory_trend.is_empty()) {
+        if let Some(line) = super::reports::history_line(&c.memory_trend) {
+            let now = c.memory_trend.last().map(|s| s.working_set_bytes);
+            out.push_str(&format!("{}: {}", cgroup_label(c), line.trim_end()));
+            out.push_str(&format!(", now {}\n", bytes(now)));
+        }
+    }
+    out
 }
 
 pub fn container_memory(list: &[v1::Container], wide: bool, width: Option<u16>) -> String {
@@ -324,4 +338,31 @@ pub fn process_memory(list: &[v1::Process], wide: bool, width: Option<u16>) -> S
         t.push(row);
     }
     t.render(width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_container_with_a_trend_gets_a_sparkline_and_its_latest_value() {
+        let sample = |sec: i64, mib: u64| v1::MemorySample {
+            at_unix_ms: sec * 1000,
+            working_set_bytes: mib << 20,
+            ..Default::default()
+        };
+        let with = v1::Container {
+            id: "a".repeat(64),
+            name: "app".into(),
+            memory_trend: (0..120).map(|s| sample(s, 10 + s as u64)).collect(),
+            ..Default::default()
+        };
+        let without = v1::Container { id: "b".repeat(64), ..Default::default() };
+        let text = memory_trends(&[with, without]);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with("app (aaaaaaaaaaaa): working set, last 1m59s: ▁"), "{text}");
+        // Two seconds a cell, each its higher: the first cell reads 11 MiB.
+        assert!(text.ends_with("(11 MiB .. 129 MiB), now 129 MiB\n"), "{text}");
+        assert_eq!(memory_trends(&[]), "");
+    }
 }
