@@ -287,3 +287,61 @@ fn a_v2_container_without_a_limit_is_bound_by_its_pod() {
     assert_eq!(m.limit_bytes, Some(Some(256 * MIB)), "the smallest memory.max on the way up");
     assert!(snap.findings.iter().any(|f| f.id == "memory.near_limit"), "{:?}", snap.findings);
 }
+
+/// The pre-OOM watcher on a v2 container (a fixture: this host's memory controller
+/// is v1): the report names the next victim and says the kill takes the whole
+/// container (memory.oom.group, Kubernetes ≥ 1.28), the ring carries the cgroup's
+/// PSI, and a kill counted in memory.events gets a post-mortem saying the same.
+#[test]
+fn the_watcher_on_v2_reads_the_group_kill_the_pressure_and_memory_events() {
+    use osl_agent::watch::{WatchConfig, Watcher, store::Store};
+    use osl_proto::v1::ReportKind;
+    let f = Fixture::new();
+    let mount = f.path("sys/fs/cgroup");
+    f.file("proc/self/mountinfo", format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", mount.display()));
+    system_psi(&f);
+    f.process(4242, "app", &format!("0::{}\n", scope_path()), 5);
+    let dir = format!("sys/fs/cgroup{}", scope_path());
+    v2_cgroup_files(&f, &dir, true);
+    f.file(&format!("{dir}/memory.oom.group"), "1\n");
+    let reports = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(reports.path(), 100, 64 << 20).unwrap());
+    let procs = osl_agent::proc::ProcReader::new(f.path("proc"));
+    let cgroups = osl_agent::cgroup::CgroupReader::new(f.path("proc"), None).unwrap();
+    let mut watcher = Watcher::new(procs, cgroups, store.clone(), WatchConfig::default());
+    watcher.rescan();
+    // Arming wrote the PSI trigger into memory.pressure: the kernel keeps a trigger
+    // apart from the file's text, a fixture file does not, so it is written back.
+    assert!(
+        std::fs::read_to_string(f.path(&format!("{dir}/memory.pressure"))).unwrap().starts_with("some 200000 2000000")
+    );
+    f.file(
+        &format!("{dir}/memory.pressure"),
+        "some avg10=1.50 avg60=0.80 avg300=0.20 total=1234567\nfull avg10=0.50 avg60=0.10 avg300=0.01 total=345678\n",
+    );
+    // 220 MiB of 256 MiB: past the 80% warning.
+    watcher.tick();
+    let list = store.list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let pre = store.get(&list[0].id).unwrap();
+    assert_eq!(pre.kind, ReportKind::PreOom as i32);
+    assert_eq!(pre.oom_group, Some(true));
+    assert_eq!(pre.next_victim_pid, 4242);
+    let sample = pre.history.last().expect("the ring's first second");
+    assert_eq!(sample.pressure_some_avg10, Some(1.5), "memory.pressure some avg10");
+    assert_eq!(sample.fd_count, Some(5));
+    assert_eq!(sample.top.first().map(|t| (t.pid, t.rss_bytes)), Some((4242, 58500 * 4096)));
+
+    // The kernel kills the group: memory.events counts it, the process is gone.
+    f.file(&format!("{dir}/memory.events"), "low 0\nhigh 0\nmax 13\noom 3\noom_kill 2\noom_group_kill 1\n");
+    f.file(&format!("{dir}/cgroup.procs"), "");
+    std::fs::remove_dir_all(f.path("proc/4242")).unwrap();
+    watcher.tick();
+    let post: Vec<_> = store.list().into_iter().filter(|s| s.kind == ReportKind::PostMortem as i32).collect();
+    assert_eq!(post.len(), 1, "one kill, one post-mortem");
+    let post = store.get(&post[0].id).unwrap();
+    assert_eq!(post.oom_group, Some(true));
+    assert_eq!(post.victims.iter().map(|v| v.pid).collect::<Vec<_>>(), [4242]);
+    assert_eq!(post.memory.as_ref().and_then(|m| m.oom_kill_events), Some(2));
+    assert_eq!(post.memory.as_ref().and_then(|m| m.peak_bytes), Some(260046848), "memory.peak");
+}

@@ -151,6 +151,9 @@ impl Fixture {
         self.file(&format!("{p}/cgroup"), cgroup);
         self.file(&format!("{p}/limits"), LIMITS);
         self.file(&format!("{p}/smaps_rollup"), SMAPS_ROLLUP);
+        self.file(&format!("{p}/statm"), "65536 58500 1000 500 0 57750 0\n");
+        self.file(&format!("{p}/oom_score"), "667\n");
+        self.file(&format!("{p}/oom_score_adj"), "0\n");
         std::fs::create_dir_all(self.path(&format!("{p}/fd"))).unwrap();
         for fd in 0..fds {
             std::os::unix::fs::symlink("/dev/null", self.path(&format!("{p}/fd/{fd}"))).unwrap();
