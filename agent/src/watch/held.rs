@@ -145,6 +145,10 @@ mod tests {
         let path = v1.join(format!("osl-held-{}", std::process::id()));
         std::fs::create_dir(&path).unwrap();
         let files = PollFiles::open(open_dir(&path).unwrap(), CgroupVersion::V1).unwrap();
+        let limit = files.limit.as_ref().unwrap();
+        assert_ne!(limit.read().unwrap(), b"67108864\n");
+        std::fs::write(path.join("memory.limit_in_bytes"), "64M").unwrap();
+        assert_eq!(limit.read().unwrap(), b"67108864\n", "the held fd reads the kernel's new value");
         assert_eq!(files.pids(), Some(vec![]));
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         std::fs::write(path.join("cgroup.procs"), child.id().to_string()).unwrap();
@@ -158,10 +162,6 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(files.pids(), None, "a removed cgroup's file reads ENODEV");
-        assert_eq!(files.usage.read().unwrap_err().raw_os_error(), Some(libc_enodev()));
-    }
-
-    fn libc_enodev() -> i32 {
-        rustix::io::Errno::NODEV.raw_os_error()
+        assert_eq!(files.usage.read().unwrap_err().raw_os_error(), Some(rustix::io::Errno::NODEV.raw_os_error()));
     }
 }

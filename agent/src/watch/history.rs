@@ -154,9 +154,12 @@ impl History {
     /// At most `points` samples, each the one with the highest working set of its
     /// slice of the ring (a peak is never averaged away), oldest first.
     pub fn trend(&self, points: usize) -> Vec<v1::MemorySample> {
-        let per = self.ring.len().div_ceil(points.max(1)).max(1);
-        let ring: Vec<Packed> = self.ring.iter().copied().collect();
-        ring.chunks(per).filter_map(|c| c.iter().max_by_key(|p| p.working_set_kib)).map(|p| p.to_proto()).collect()
+        let (len, per) = (self.ring.len(), self.ring.len().div_ceil(points.max(1)).max(1));
+        (0..len)
+            .step_by(per)
+            .filter_map(|i| self.ring.range(i..(i + per).min(len)).max_by_key(|p| p.working_set_kib))
+            .map(|p| p.to_proto())
+            .collect()
     }
 }
 

@@ -487,8 +487,8 @@ impl Watcher {
         // Below every trigger, memory.stat (the working set) is read only for the
         // history's sample of the second: the working set is at most the usage.
         let light_below = cfg.warn_pct.min(PREDICT_FROM_PCT) - HYSTERESIS_PCT;
-        let full = w.history.due(now) || w.last_pct >= light_below;
-        let Some(polled) = poll_memory(&w.files, limit, light_below, full) else {
+        let due = w.history.due(now);
+        let Some(polled) = poll_memory(&w.files, limit, light_below, due || w.last_pct >= light_below) else {
             w.stale = w.files.pids().is_none();
             if w.stale && w.last_pct > 0.0 {
                 tracing::info!(cgroup = %key, last_pct = w.last_pct, kills = ?w.oom_kills, "cgroup removed");
@@ -497,58 +497,33 @@ impl Watcher {
             w.near = false;
             return;
         };
-        let oom_kills = polled.oom_kills;
         let before = std::mem::replace(&mut w.pids, w.files.pids().unwrap_or_default());
-        let Some(ws) = polled.working_set_bytes else {
-            // A light poll: only the kill counter and the processes matter here.
-            w.last_pct = polled.usage_bytes as f64 * 100.0 / limit.max(1) as f64;
-            w.near = false;
-            (w.fired_warn, w.fired_critical, w.fired_prediction) = (false, false, false);
-            if let (Some(was), Some(is)) = (w.oom_kills, oom_kills)
-                && is > was
-            {
-                w.oom_kills = oom_kills;
-                self.post_mortem(key, polled.usage_bytes, limit, (is - was, is), before);
-                return;
+        match polled.working_set_bytes {
+            Some(ws) => {
+                let extras = due.then(|| sample_extras(&self.procs, w));
+                record(w, now, &polled, ws, extras, cfg.window);
+                w.last_pct = ws as f64 * 100.0 / limit.max(1) as f64;
+                w.near = near(w.last_pct, ws, limit, growth_per_sec(&w.samples));
             }
-            w.oom_kills = oom_kills.or(w.oom_kills);
-            return;
-        };
-        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        // Processes and PSI once a second; faster polls only raise the second's peak.
-        let (top, fd_count, pressure_some_avg10) = if w.history.due(now) {
-            let (top, fds) = sample_processes(&self.procs, &w.pids);
-            (top, fds, w.files.pressure_some_avg10().map(|p| p as f32))
-        } else {
-            Default::default()
-        };
-        w.history.offer(
-            now,
-            history::Sample {
-                at_unix_ms,
-                working_set_bytes: ws,
-                anon_bytes: polled.anon_bytes,
-                file_bytes: polled.file_bytes,
-                top,
-                fd_count,
-                pressure_some_avg10,
-            },
-        );
-        w.samples.push_back((now, ws));
-        w.last_pct = ws as f64 * 100.0 / limit.max(1) as f64;
-        while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > cfg.window) {
-            w.samples.pop_front();
+            None => {
+                // A light poll, below every trigger: only the kill counter matters.
+                w.last_pct = polled.usage_bytes as f64 * 100.0 / limit.max(1) as f64;
+                w.near = false;
+                (w.fired_warn, w.fired_critical, w.fired_prediction) = (false, false, false);
+            }
         }
-        w.near = near(w.last_pct, ws, limit, growth_per_sec(&w.samples));
-        let before_pids = before;
-        if let (Some(before), Some(after)) = (w.oom_kills, oom_kills)
-            && after > before
+        let ws = polled.working_set_bytes.unwrap_or(polled.usage_bytes);
+        if let (Some(was), Some(is)) = (w.oom_kills, polled.oom_kills)
+            && is > was
         {
-            w.oom_kills = oom_kills;
-            self.post_mortem(key, ws, limit, (after - before, after), before_pids);
+            w.oom_kills = polled.oom_kills;
+            self.post_mortem(key, ws, limit, (is - was, is), before);
             return;
         }
-        w.oom_kills = oom_kills.or(w.oom_kills);
+        w.oom_kills = polled.oom_kills.or(w.oom_kills);
+        if polled.working_set_bytes.is_none() {
+            return;
+        }
         let decision = decide(w, now, ws, limit, &cfg);
         if let Some(d) = decision {
             let source = if woken { "event" } else { "poll" };
@@ -758,6 +733,40 @@ fn poll_memory(files: &held::PollFiles, limit: u64, light_below: f64, full: bool
     polled.anon_bytes = stat.get(anon).copied();
     polled.file_bytes = stat.get(file).copied();
     Some(polled)
+}
+
+/// What the ring takes once a second besides the cgroup's counters.
+#[derive(Default)]
+struct Extras {
+    top: [Option<(i32, u64)>; history::TOP],
+    fd_count: Option<u32>,
+    pressure_some_avg10: Option<f32>,
+}
+
+fn sample_extras(procs: &ProcReader, w: &Watched) -> Extras {
+    let (top, fd_count) = sample_processes(procs, &w.pids);
+    Extras { top, fd_count, pressure_some_avg10: w.files.pressure_some_avg10().map(|p| p as f32) }
+}
+
+/// A full poll's working set into the ring (its second's peak) and the growth window.
+fn record(w: &mut Watched, now: Instant, polled: &Polled, ws: u64, extras: Option<Extras>, window: Duration) {
+    let extras = extras.unwrap_or_default();
+    w.history.offer(
+        now,
+        history::Sample {
+            at_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+            working_set_bytes: ws,
+            anon_bytes: polled.anon_bytes,
+            file_bytes: polled.file_bytes,
+            top: extras.top,
+            fd_count: extras.fd_count,
+            pressure_some_avg10: extras.pressure_some_avg10,
+        },
+    );
+    w.samples.push_back((now, ws));
+    while w.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > window) {
+        w.samples.pop_front();
+    }
 }
 
 /// Past this many processes a container's second has no per-process columns: the
