@@ -44,7 +44,7 @@ class Agent:
 
     def __init__(self):
         self.proc = subprocess.Popen(
-            [AGENT, "serve", "--listen", "127.0.0.1:0", "--no-watch"],
+            [AGENT, "serve", "--listen", "127.0.0.1:0", "--no-watch", "--allow-pod-peers"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "NO_COLOR": "1"}, text=True, errors="replace")
         self.log = []

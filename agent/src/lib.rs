@@ -18,6 +18,7 @@ pub mod kube_events;
 pub mod model;
 pub mod net;
 pub mod par;
+pub mod peer;
 pub mod probe;
 pub mod proc;
 pub mod profile;

@@ -91,6 +91,16 @@ struct ServeArgs {
     /// Secret); for an agent listening beyond loopback.
     #[arg(long, env = "OSL_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// Serve the pod's own processes too. By default a connection whose client
+    /// socket is held by a process of the agent's PID namespace (another container
+    /// of the pod, which shares its loopback) is refused: only callers from
+    /// outside the pod (kubectl port-forward) may use the agent's privileges.
+    #[arg(long, env = "OSL_ALLOW_POD_PEERS")]
+    allow_pod_peers: bool,
+    /// Also serve gRPC health (and nothing else) on this address, for kubelet
+    /// probes, which connect to the pod IP.
+    #[arg(long, env = "OSL_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
     /// Syscall profiles running at once (each of a different process).
     #[arg(long, default_value_t = 4, env = "OSL_MAX_PROFILES")]
     max_profiles: usize,
@@ -151,6 +161,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
              in this pod; set --token-file, or listen on 127.0.0.1 and use a port-forward"
         );
     }
+    if args.allow_pod_peers {
+        warn!("--allow-pod-peers: every process of the pod may use the agent's privileges");
+    }
+    let access = server::Access { token, allow_pod_peers: args.allow_pod_peers, proc_root: args.proc_root.clone() };
     let roots = Roots { proc: args.proc_root, cgroup: args.cgroup_root };
     if args.fd_sample_interval.is_zero() {
         return Err("--fd-sample-interval must be more than 0".into());
@@ -206,8 +220,17 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     info!(listen = %listener.local_addr()?, "serving osl.v1.Diagnostics");
+    if let Some(addr) = args.health_listen {
+        let health = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        info!(listen = %health.local_addr()?, "serving grpc.health.v1 only");
+        tokio::spawn(async move {
+            if let Err(e) = server::serve_health(health, std::future::pending()).await {
+                error!(error = %e, "the health listener stopped");
+            }
+        });
+    }
     tokio::spawn(server::sample_fds_every(agent.clone(), args.fd_sample_interval));
-    server::serve_with_token(listener, agent, server::BearerToken::new(token), shutdown_signal()).await?;
+    server::serve_with_access(listener, agent, access, shutdown_signal()).await?;
     stop_watch.store(true, Ordering::Relaxed);
     info!("stopped");
     Ok(())

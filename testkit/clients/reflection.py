@@ -40,7 +40,7 @@ def main() -> int:
     port = free_port()
     reports = tempfile.mkdtemp(prefix="osl-reflection-")
     agent = subprocess.Popen(
-        [agent_bin, "serve", "--listen", f"127.0.0.1:{port}", "--no-watch", "--report-dir", reports],
+        [agent_bin, "serve", "--listen", f"127.0.0.1:{port}", "--no-watch", "--allow-pod-peers", "--report-dir", reports],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OSL_EVENTS="off"))
     passed, failed = 0, []
 

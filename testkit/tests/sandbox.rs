@@ -382,3 +382,46 @@ fn the_agent_as_one_more_container_sees_every_container_and_its_limit() {
         containers.iter().flat_map(|c| c["unavailable"].as_array().unwrap()).collect();
     eprintln!("containers' unavailable: {unavailable:#?}");
 }
+
+/// DESIGN.md: every container shares the pod's loopback, so the agent tells a
+/// port-forward (dialled from outside the pod's PID namespace) from a neighbour
+/// (a process of the pod) by who holds the client socket.
+#[test]
+fn a_neighbour_container_cannot_borrow_the_agent() {
+    if !sandbox::run_or_skip("a_neighbour_container_cannot_borrow_the_agent") {
+        return;
+    }
+    let bins = build(&["osl-agent", "osl-cli"]);
+    let (agent, cli) = (&bins["osl-agent"], &bins["kubectl-osl"]);
+    let mut pod = Pod::create("neighbours", &[sleeper("app", 64 * MIB)]).unwrap();
+    let serve = |name: &str, port: &str, extra: &[&str]| {
+        let args = [agent.to_str().unwrap(), "serve", "--listen", port, "--no-watch"];
+        ContainerSpec::new(name, args.iter().chain(extra).map(|s| s.to_string()))
+    };
+    pod.add_container(serve("osl", "127.0.0.1:7450", &[])).unwrap();
+    pod.add_container(serve("osl-open", "127.0.0.1:7451", &["--allow-pod-peers"])).unwrap();
+    let osl = pod.container("osl").unwrap().clone();
+    for port in [7450, 7451] {
+        if let Err(e) = pod.wait_for_port(port, Duration::from_secs(30)) {
+            panic!("{e}; agent log:\n{}", osl.log());
+        }
+    }
+    let cli = cli.to_str().unwrap();
+
+    let inside = pod.exec("app", &[cli, "ps", "--agent", "127.0.0.1:7450"]).unwrap();
+    let err = String::from_utf8_lossy(&inside.stderr);
+    assert!(!inside.status.success(), "a neighbour was served: {}", String::from_utf8_lossy(&inside.stdout));
+    assert!(err.contains("inside the pod") && err.contains("--allow-pod-peers"), "{err}");
+    let log = osl.log();
+    assert!(log.contains("osl.v1 refused on this connection") && log.contains("Neighbour"), "agent log:\n{log}");
+
+    // The port-forward path: the same loopback, from outside the pod's PID namespace.
+    let outside = pod.net_command(cli).args(["ps", "--agent", "127.0.0.1:7450", "-o", "json"]).output().unwrap();
+    assert!(outside.status.success(), "{}\nagent log:\n{}", String::from_utf8_lossy(&outside.stderr), osl.log());
+    let json: serde_json::Value = serde_json::from_slice(&outside.stdout).unwrap();
+    assert!(json["processes"].as_array().unwrap().len() >= 3, "{json}");
+
+    // --allow-pod-peers serves the pod's own processes.
+    let open = pod.exec("app", &[cli, "ps", "--agent", "127.0.0.1:7451"]).unwrap();
+    assert!(open.status.success(), "{}", String::from_utf8_lossy(&open.stderr));
+}

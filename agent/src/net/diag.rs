@@ -28,6 +28,12 @@ const INET_DIAG_MSG_LEN: usize = 72;
 /// by inode. For a TCP listener, `rx_queue` is the accept queue and `tx_queue` the
 /// backlog; otherwise they are the unread and unacknowledged bytes.
 pub fn inet_sockets(tcp: bool) -> io::Result<Vec<(u64, SocketEntry)>> {
+    Ok(dump(tcp)?.into_iter().map(|s| (s.inode, s.entry(tcp))).collect())
+}
+
+/// Every TCP or UDP socket (IPv4 and IPv6) of this process's network namespace,
+/// as the kernel describes them.
+pub fn dump(tcp: bool) -> io::Result<Vec<DiagSocket>> {
     use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
     let fd = rustix::net::socket_with(
         AddressFamily::NETLINK,
@@ -49,7 +55,7 @@ pub fn inet_sockets(tcp: bool) -> io::Result<Vec<(u64, SocketEntry)>> {
                 match msg {
                     Message::Done => break 'recv,
                     Message::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
-                    Message::Socket(s) => out.push((s.inode, s.entry(tcp))),
+                    Message::Socket(s) => out.push(s),
                     Message::Other => {}
                 }
             }
@@ -90,6 +96,8 @@ pub struct DiagSocket {
     pub state: u8,
     pub rqueue: u32,
     pub wqueue: u32,
+    /// The socket's owner (the fsuid of the process that created it).
+    pub uid: u32,
     pub inode: u64,
 }
 
@@ -132,6 +140,7 @@ fn diag_socket(body: &[u8]) -> Option<DiagSocket> {
         state: *body.get(1)?,
         rqueue: u32_at(body, 56)?,
         wqueue: u32_at(body, 60)?,
+        uid: u32_at(body, 64)?,
         inode: u64::from(u32_at(body, 68)?),
     })
 }
@@ -210,6 +219,7 @@ mod tests {
         socket[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 12].copy_from_slice(&[127, 0, 0, 1]);
         socket[NLMSG_HDRLEN + 56..NLMSG_HDRLEN + 60].copy_from_slice(&2u32.to_ne_bytes());
         socket[NLMSG_HDRLEN + 60..NLMSG_HDRLEN + 64].copy_from_slice(&128u32.to_ne_bytes());
+        socket[NLMSG_HDRLEN + 64..NLMSG_HDRLEN + 68].copy_from_slice(&65532u32.to_ne_bytes());
         socket[NLMSG_HDRLEN + 68..NLMSG_HDRLEN + 72].copy_from_slice(&4242u32.to_ne_bytes());
         let mut done = vec![0u8; 20];
         done[0..4].copy_from_slice(&20u32.to_ne_bytes());
@@ -221,6 +231,7 @@ mod tests {
             state: 10,
             rqueue: 2,
             wqueue: 128,
+            uid: 65532,
             inode: 4242,
         };
         assert_eq!(messages(&both), [Message::Socket(expected), Message::Done]);

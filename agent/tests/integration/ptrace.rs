@@ -319,7 +319,7 @@ fn spawn_agent(wrapper: &[&str]) -> (Child, String) {
         cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_osl-agent"));
     }
     let mut agent = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-watch"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-watch", "--allow-pod-peers"])
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
