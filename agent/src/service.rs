@@ -12,8 +12,10 @@ use crate::snapshot::{Collector, Roots};
 use crate::trend::FdSampler;
 use crate::watch::store::Store;
 use osl_proto::v1;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Longest syscall profile, unless the agent is told otherwise.
 pub const DEFAULT_MAX_PROFILE: Duration = Duration::from_secs(60);
@@ -62,6 +64,17 @@ impl Agent {
     pub fn profile_syscalls(
         &self,
         req: v1::ProfileSyscallsRequest,
+        progress: impl FnMut(Option<v1::ProfileProgress>) -> bool,
+    ) -> Result<v1::SyscallProfile> {
+        self.profile_syscalls_after_scan(req, || (), progress)
+    }
+
+    /// [`Agent::profile_syscalls`], calling `scanned` once the processes to trace
+    /// are known (the server holds a reader's turn until then).
+    pub fn profile_syscalls_after_scan(
+        &self,
+        req: v1::ProfileSyscallsRequest,
+        scanned: impl FnOnce(),
         mut progress: impl FnMut(Option<v1::ProfileProgress>) -> bool,
     ) -> Result<v1::SyscallProfile> {
         let me = std::process::id() as i32;
@@ -91,6 +104,7 @@ impl Agent {
         } else {
             return Err(AgentError::InvalidArgument("profile what? give a pid or a container id".into()));
         };
+        scanned();
         let root = self.collector.proc_reader().root().to_path_buf();
         // A zombie has exited (its /proc entry lasts until its parent reaps it).
         let alive = |p: i32| self.collector.proc_reader().read_brief(p).is_ok_and(|b| !b.dead);
@@ -322,24 +336,73 @@ pub struct DiagnosticsService {
     agent: Arc<Agent>,
     /// Reads running at once; the rest wait their turn. Fifty clients at once
     /// would otherwise be fifty snapshots sharing the CPUs, each with its own
-    /// buffers: the agent's memory would follow the number of clients.
-    readers: Arc<tokio::sync::Semaphore>,
+    /// buffers: the agent's memory would follow the number of clients. A turn is
+    /// held by the blocking work itself, so a client that gives up (a deadline,
+    /// RST_STREAM) frees it only when the work is done.
+    readers: Arc<Semaphore>,
+    /// SampleBlocked calls at once: mostly asleep, so apart from the readers.
+    samplers: Arc<Semaphore>,
+    /// Diagnose calls in flight, by request: identical ones share one snapshot.
+    diagnosing: Arc<Mutex<HashMap<Vec<u8>, Arc<Flight>>>>,
 }
+
+type Flight = tokio::sync::OnceCell<Result<Arc<v1::DiagnoseResponse>, Status>>;
 
 /// How many requests read /proc at once.
 pub const CONCURRENT_READS: usize = 4;
+/// How many SampleBlocked calls run at once.
+pub const CONCURRENT_SAMPLES: usize = 4;
+/// How long the last message of a profile waits for a stalled client.
+const LAST_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DiagnosticsService {
     pub fn new(agent: Arc<Agent>) -> Self {
-        Self { agent, readers: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)) }
+        Self {
+            agent,
+            readers: Arc::new(Semaphore::new(CONCURRENT_READS)),
+            samplers: Arc::new(Semaphore::new(CONCURRENT_SAMPLES)),
+            diagnosing: Arc::default(),
+        }
+    }
+
+    async fn turn(&self, of: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Status> {
+        of.clone().acquire_owned().await.map_err(|_| Status::unavailable("the agent is stopping"))
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<Response<T>, Status> {
-        let _turn = self.readers.acquire().await.map_err(|_| Status::unavailable("the agent is stopping"))?;
-        blocking(f).await
+        let turn = self.turn(&self.readers).await?;
+        blocking(move || {
+            let _turn = turn;
+            f()
+        })
+        .await
+    }
+
+    /// One snapshot for every identical Diagnose in flight. If the caller that
+    /// takes it gives up, the next waiter takes a snapshot of its own.
+    async fn diagnose_shared(&self, req: v1::DiagnoseRequest) -> Result<Response<v1::DiagnoseResponse>, Status> {
+        let key = prost::Message::encode_to_vec(&req);
+        let flight = {
+            let mut map = self.diagnosing.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let shared = flight
+            .get_or_init(|| async {
+                let agent = self.agent.clone();
+                self.blocking(move || agent.diagnose(req)).await.map(|r| Arc::new(r.into_inner()))
+            })
+            .await
+            .clone();
+        {
+            let mut map = self.diagnosing.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                map.remove(&key);
+            }
+        }
+        shared.map(|r| Response::new((*r).clone()))
     }
 }
 
@@ -354,8 +417,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[tonic::async_trait]
 impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     async fn diagnose(&self, req: Request<v1::DiagnoseRequest>) -> Result<Response<v1::DiagnoseResponse>, Status> {
-        let agent = self.agent.clone();
-        self.blocking(move || agent.diagnose(req.into_inner())).await
+        self.diagnose_shared(req.into_inner()).await
     }
 
     async fn list_processes(
@@ -392,7 +454,12 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
         req: Request<v1::SampleBlockedRequest>,
     ) -> Result<Response<v1::SampleBlockedResponse>, Status> {
         let agent = self.agent.clone();
-        blocking(move || agent.sample_blocked(req.into_inner())).await // mostly asleep: no turn taken
+        let turn = self.turn(&self.samplers).await?;
+        blocking(move || {
+            let _turn = turn;
+            agent.sample_blocked(req.into_inner())
+        })
+        .await
     }
 
     type ProfileSyscallsStream = tokio_stream::wrappers::ReceiverStream<Result<v1::ProfileSyscallsEvent, Status>>;
@@ -403,7 +470,10 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
     ) -> Result<Response<Self::ProfileSyscallsStream>, Status> {
         use v1::profile_syscalls_event::Event;
         let agent = self.agent.clone();
+        // The scan that finds the processes to trace is a read like any other.
+        let turn = self.turn(&self.readers).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let ticks = tx.clone();
             // A tick that cannot be queued is skipped; a closed stream ends the profile.
@@ -414,11 +484,14 @@ impl v1::diagnostics_server::Diagnostics for DiagnosticsService {
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
                 ),
             };
-            let last = match agent.profile_syscalls(req.into_inner(), progress) {
+            let last = match agent.profile_syscalls_after_scan(req.into_inner(), move || drop(turn), progress) {
                 Ok(profile) => Ok(v1::ProfileSyscallsEvent { event: Some(Event::Profile(profile)) }),
                 Err(e) => Err(convert::status_from(&e)),
             };
-            let _ = tx.blocking_send(last);
+            // A client that stopped reading does not hold this thread forever.
+            if runtime.block_on(tokio::time::timeout(LAST_SEND_TIMEOUT, tx.send(last))).is_err() {
+                tracing::warn!("a profile's client stopped reading; its result is dropped");
+            }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }

@@ -94,3 +94,72 @@ async fn stop(mut srv: Running) {
     srv.stop.take().unwrap().send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(5), srv.task).await.expect("graceful shutdown").unwrap();
 }
+
+/// Identical Diagnose calls in flight share one snapshot (single-flight), so N
+/// clients asking at once cost one snapshot, not N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_diagnose_calls_share_one_snapshot() {
+    let srv = start().await;
+    let sleeper = Sleeper::new();
+    let req = v1::DiagnoseRequest {
+        filter: Some(v1::Filter { pids: vec![sleeper.pid()], ..Default::default() }),
+        blocked_sample_msec: 400,
+    };
+    let calls = (0..8).map(|_| {
+        let (addr, req) = (srv.addr.clone(), req.clone());
+        tokio::spawn(async move {
+            let mut client = DiagnosticsClient::connect(addr).await.unwrap();
+            client.diagnose(req).await.unwrap().into_inner()
+        })
+    });
+    let mut taken = std::collections::BTreeSet::new();
+    for c in calls.collect::<Vec<_>>() {
+        taken.insert(c.await.unwrap().taken_at_unix_ms);
+    }
+    // Eight calls, four readers: without sharing, at least two rounds of 400 ms.
+    assert!(taken.len() <= 2, "snapshots taken at {taken:?}");
+    stop(srv).await;
+}
+
+/// A client that gives up (its deadline) does not free its reader's turn while
+/// the read goes on: the next request waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_does_not_free_the_readers_turn() {
+    let srv = start().await;
+    let sleeper = Sleeper::new();
+    let mut client = DiagnosticsClient::connect(srv.addr.clone()).await.unwrap();
+    for ms in 0..osl_agent::service::CONCURRENT_READS as u32 {
+        // Distinct requests (no sharing), each 1.5 s long, abandoned after 100 ms.
+        let mut req = tonic::Request::new(v1::DiagnoseRequest {
+            filter: Some(v1::Filter { pids: vec![sleeper.pid()], ..Default::default() }),
+            blocked_sample_msec: 1500 + ms,
+        });
+        req.set_timeout(std::time::Duration::from_millis(100));
+        let err = client.diagnose(req).await.unwrap_err();
+        assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err}");
+    }
+    let started = std::time::Instant::now();
+    client.list_processes(v1::ListProcessesRequest::default()).await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(900), "served after {waited:?}: the turns were freed");
+    stop(srv).await;
+}
+
+/// A process to sample (the agent does not sample itself); killed on drop.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn new() -> Self {
+        Self(std::process::Command::new("sleep").arg("60").spawn().unwrap())
+    }
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
