@@ -110,16 +110,34 @@ pub fn read_file_at(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<Vec<u8
         .map_err(|e| ReadError::from_io(dir_path.join(name), e))
 }
 
+/// The first `max` bytes of a file, and whether there was more.
+pub fn read_file_at_most(dir: &OwnedFd, dir_path: &Path, name: &str, max: usize) -> Result<(Vec<u8>, bool), ReadError> {
+    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)
+        .and_then(|fd| read_up_to(std::fs::File::from(fd), max.saturating_add(1)))
+        .map(|mut b| {
+            let more = b.len() > max;
+            b.truncate(max);
+            (b, more)
+        })
+        .map_err(|e| ReadError::from_io(dir_path.join(name), e))
+}
+
 /// /proc and cgroup files report a size of 0, so `std::fs::read` would stat the
 /// file and then grow its buffer from a 32-byte probe: several syscalls a file.
 /// This reads straight into 4 KiB (most such files fit) and doubles from there.
-fn read_all(mut file: std::fs::File) -> io::Result<Vec<u8>> {
+fn read_all(file: std::fs::File) -> io::Result<Vec<u8>> {
+    read_up_to(file, usize::MAX)
+}
+
+/// [`read_all`], stopping at `max` bytes.
+fn read_up_to(mut file: std::fs::File, max: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 4096.min(max)];
     let mut len = 0;
-    loop {
+    while len < max {
         if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
+            buf.resize(buf.len().saturating_mul(2).min(max), 0);
         }
         match file.read(&mut buf[len..]) {
             Ok(0) => break,

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// The processes one answer reads; a pod never has this many, a fork bomb may.
+pub const MAX_PROCESSES: usize = 4096;
+
 /// Where the agent reads the OS from.
 #[derive(Debug, Clone)]
 pub struct Roots {
@@ -32,6 +35,7 @@ impl Default for Roots {
 pub struct Collector {
     procs: ProcReader,
     cgroups: Result<CgroupReader, ReadError>,
+    max_processes: usize,
 }
 
 impl Collector {
@@ -40,7 +44,14 @@ impl Collector {
         Self {
             procs: ProcReader::new(&roots.proc).with_denied_hint(crate::proc::denied_hint(has_sys_ptrace)),
             cgroups: CgroupReader::new(&roots.proc, roots.cgroup.clone()),
+            max_processes: MAX_PROCESSES,
         }
+    }
+
+    /// Reads at most `n` processes an answer (default [`MAX_PROCESSES`]).
+    pub fn with_max_processes(mut self, n: usize) -> Self {
+        self.max_processes = n;
+        self
     }
 
     pub fn proc_reader(&self) -> &ProcReader {
@@ -55,6 +66,13 @@ impl Collector {
         let mut pids = pids;
         pids.sort_unstable();
         pids.dedup();
+        if pids.len() > self.max_processes {
+            unavailable.push(Unavailable::new(
+                "processes",
+                format!("truncated: the first {} of {} processes (by pid) are read", self.max_processes, pids.len()),
+            ));
+            pids.truncate(self.max_processes);
+        }
         let mut processes = Vec::with_capacity(pids.len());
         let mut first_error = None;
         for (pid, result) in self.procs.read_many(&pids) {
@@ -203,5 +221,19 @@ impl Collector {
             unavailable,
             fd_totals,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_holds_at_most_the_cap_of_processes_and_says_so() {
+        let c = Collector::new(&Roots::default(), true).with_max_processes(3);
+        let (procs, unavailable) = c.processes(&Filter::default()).unwrap();
+        assert!(procs.len() <= 3, "{}", procs.len());
+        let cut = unavailable.iter().find(|u| u.field == "processes").expect("marked");
+        assert!(cut.reason.starts_with("truncated: the first 3 of"), "{}", cut.reason);
     }
 }

@@ -23,6 +23,9 @@ use std::sync::{Arc, OnceLock};
 /// is mostly in the kernel, and threads blocked there leave the core to another).
 const PARALLEL_FROM: usize = 512;
 const MAX_THREADS: usize = 4;
+/// The fds of one process the agent describes in one answer; more are counted
+/// only (a process may hold a million, and every request would hold them all).
+pub const MAX_FDS_READ: usize = 32 * 1024;
 
 /// Reads the fd table of the process at `pid_dir` (`/proc/PID`); with
 /// `start_time_ticks`, only if it is still that process. `sockets` gives the tables
@@ -32,6 +35,16 @@ pub fn read_table(
     pid_dir: &Path,
     start_time_ticks: Option<u64>,
     sockets: impl Fn() -> Arc<SocketTables> + Sync,
+) -> Result<FdTable, ReadError> {
+    read_table_capped(pid_dir, start_time_ticks, sockets, MAX_FDS_READ)
+}
+
+/// [`read_table`], describing at most `cap` fds (the lowest numbers).
+pub fn read_table_capped(
+    pid_dir: &Path,
+    start_time_ticks: Option<u64>,
+    sockets: impl Fn() -> Arc<SocketTables> + Sync,
+    cap: usize,
 ) -> Result<FdTable, ReadError> {
     let proc_dir = crate::error::open_dir(pid_dir)?;
     if let Some(expected) = start_time_ticks {
@@ -45,6 +58,8 @@ pub fn read_table(
     let info_dir = open_subdir(&proc_dir, pid_dir, "fdinfo")?;
     let mut numbers = list(&fd_dir, &pid_dir.join("fd"))?;
     numbers.sort_unstable();
+    let not_read = numbers.len().saturating_sub(cap);
+    numbers.truncate(cap);
 
     let reader = Reader { fd_dir: &fd_dir, info_dir: &info_dir };
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) * 2).min(MAX_THREADS);
@@ -69,7 +84,13 @@ pub fn read_table(
     // The scope has joined the table reader too.
     let tables = prefetch.tables.into_inner();
 
-    let mut table = FdTable::default();
+    let mut table = FdTable { not_read: not_read as u64, ..FdTable::default() };
+    if not_read > 0 {
+        table.unavailable.push(Unavailable::new(
+            "fds",
+            format!("truncated: the first {cap} fds are described, {not_read} more are only counted"),
+        ));
+    }
     for r in results {
         match r {
             Read::Fd(mut fd) => {
@@ -286,5 +307,20 @@ mod tests {
         for n in [0, 7, 10, 65535, i32::MAX] {
             assert_eq!(itoa_buf(n).as_cstr().to_str().unwrap(), n.to_string());
         }
+    }
+
+    #[test]
+    fn a_table_beyond_the_cap_is_counted_and_marked() {
+        let held: Vec<std::fs::File> = (0..100).map(|_| std::fs::File::open("/dev/null").unwrap()).collect();
+        let me = Path::new("/proc/self");
+        let full = read_table(me, None, || Arc::new(SocketTables::default())).unwrap();
+        let capped = read_table_capped(me, None, || Arc::new(SocketTables::default()), 64).unwrap();
+        assert_eq!(capped.fds.len(), 64);
+        let total = capped.fds.len() as u64 + capped.not_read;
+        assert!(total.abs_diff(full.fds.len() as u64) <= 2, "{total} vs {}", full.fds.len()); // other tests' fds
+        assert_eq!(summary::summarize(&capped, None).total, total);
+        assert!(capped.unavailable.iter().any(|u| u.field == "fds" && u.reason.starts_with("truncated")));
+        assert!(full.unavailable.iter().all(|u| u.field != "fds"));
+        drop(held);
     }
 }

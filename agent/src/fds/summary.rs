@@ -11,8 +11,11 @@ pub fn summarize(table: &FdTable, soft_limit: Option<u64>) -> FdSummary {
     let mut states: HashMap<u8, u64> = HashMap::new();
     let mut remotes: HashMap<String, u64> = HashMap::new();
     let mut close_wait: HashMap<String, u64> = HashMap::new();
-    let mut s =
-        FdSummary { total: table.fds.len() as u64, closed_during_read: table.closed_during_read, ..Default::default() };
+    let mut s = FdSummary {
+        total: table.fds.len() as u64 + table.not_read,
+        closed_during_read: table.closed_during_read,
+        ..Default::default()
+    };
     for fd in &table.fds {
         *kinds.entry(fd.kind).or_default() += 1;
         if fd.kind == FdKind::File && fd.deleted {
@@ -107,6 +110,7 @@ mod tests {
                 tcp(7, "0.0.0.0:0", TCP_LISTEN),
             ],
             closed_during_read: 1,
+            not_read: 0,
             unavailable: vec![],
         };
         let s = summarize(&table, Some(64));

@@ -191,6 +191,8 @@ pub struct FdTable {
     pub fds: Vec<Fd>,
     /// Listed in /proc/PID/fd but closed before they could be read.
     pub closed_during_read: u64,
+    /// Open but not read: beyond [`crate::fds::MAX_FDS_READ`] (counted, not described).
+    pub not_read: u64,
     pub unavailable: Vec<super::Unavailable>,
 }
 

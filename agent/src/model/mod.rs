@@ -35,6 +35,8 @@ pub struct Process {
     pub comm: Vec<u8>,
     pub cmdline: Vec<Vec<u8>>,
     pub cmdline_redacted: bool,
+    /// Longer than [`crate::proc::MAX_CMDLINE_BYTES`]: the tail is cut.
+    pub cmdline_truncated: bool,
     /// The one-letter state of /proc/PID/stat (R, S, D, Z, T, t, X, I, P, W).
     pub state: char,
     pub kernel_thread: bool,

@@ -272,12 +272,19 @@ impl Reading<'_> {
         p.tracer_pid = Some(s.tracerpid);
     }
 
+    /// Reads at most [`CMDLINE_READ_BYTES`] (a process's argv may be megabytes,
+    /// and every answer carries it), redacts, then keeps [`MAX_CMDLINE_BYTES`].
     fn cmdline(&mut self) {
-        let Some((_, bytes)) = self.file("cmdline", "cmdline") else {
+        if self.p.exited_mid_read {
             return;
+        }
+        let (bytes, more) = match crate::error::read_file_at_most(self.dir, self.path, "cmdline", CMDLINE_READ_BYTES) {
+            Ok(read) => read,
+            Err(e) => return self.fail("cmdline", &e),
         };
         let mut args = parse::parse_cmdline(&bytes);
         self.p.cmdline_redacted = redact_args(&mut args);
+        self.p.cmdline_truncated = more | truncate_args(&mut args, MAX_CMDLINE_BYTES);
         self.p.cmdline = args;
     }
 
@@ -345,6 +352,26 @@ fn count_fds(dir: &OwnedFd, path: &Path, is_procfs: bool) -> Result<u64, ReadErr
     Ok(names.filter(|e| e.file_name().to_bytes().first().is_some_and(u8::is_ascii_digit)).count() as u64)
 }
 
+/// How much of a command line the agent keeps (argv bytes, NULs not counted).
+pub const MAX_CMDLINE_BYTES: usize = 4096;
+/// How much of it is read for redaction before that cut.
+const CMDLINE_READ_BYTES: usize = 64 * 1024;
+
+/// Keeps the first `max` bytes of `args` (the last kept argument cut short);
+/// returns whether anything was cut.
+fn truncate_args(args: &mut Vec<Vec<u8>>, max: usize) -> bool {
+    let mut left = max;
+    for (i, a) in args.iter_mut().enumerate() {
+        if a.len() > left {
+            a.truncate(left);
+            args.truncate(i + 1);
+            return true;
+        }
+        left -= a.len();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +383,38 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         child
+    }
+
+    #[test]
+    fn a_megabyte_of_argv_is_cut_to_the_cap_and_marked() {
+        let big: Vec<String> = (0..16).map(|i| format!("--opt{i}={}", "x".repeat(64 * 1024))).collect();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read x", "sh"])
+            .args(&big)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let path = format!("/proc/{}/cmdline", child.id());
+        while std::fs::read(&path).unwrap_or_default().len() < 1 << 20 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let p = ProcReader::new("/proc").read(child.id() as i32).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let kept: usize = p.cmdline.iter().map(Vec::len).sum();
+        assert_eq!(kept, MAX_CMDLINE_BYTES);
+        assert!(p.cmdline_truncated);
+        assert_eq!(&p.cmdline[..3], [&b"sh"[..], b"-c", b"read x"]);
+        let small = ProcReader::new("/proc").read(std::process::id() as i32).unwrap();
+        assert!(!small.cmdline_truncated);
+    }
+
+    #[test]
+    fn args_are_cut_at_the_byte_cap() {
+        let mut args = vec![b"ab".to_vec(), b"cdef".to_vec(), b"g".to_vec()];
+        assert!(!truncate_args(&mut args.clone(), 7));
+        assert!(truncate_args(&mut args, 4));
+        assert_eq!(args, [&b"ab"[..], b"cd"]);
     }
 
     #[test]
