@@ -205,7 +205,7 @@ impl Watcher {
         *trends.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
-    /// Announces every report written (never blocking: a full queue drops it).
+    /// Announces every report, on disk or not (never blocking: a full queue drops it).
     pub fn with_notify(mut self, notify: NoticeSender) -> Self {
         self.notify = Some(notify);
         self
@@ -552,10 +552,11 @@ impl Watcher {
         };
         let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PreOom, trigger);
         report.capture_usec = started.elapsed().as_micros() as u64;
-        if self.store.write(&report).is_ok() {
-            w.last_report = Some((Instant::now(), report.id.clone()));
-            self.announce(&report);
-        }
+        // Announced whatever the disk says: a report it refused is kept in memory
+        // (the store logs what it could not keep).
+        let _ = self.store.write(&report);
+        w.last_report = Some((Instant::now(), report.id.clone()));
+        self.announce(&report);
         if let Some(w) = self.containers.get_mut(key) {
             w.last_processes = report.processes;
         }
@@ -619,9 +620,8 @@ impl Watcher {
         w.fired_critical = false;
         w.fired_prediction = false;
         tracing::info!(cgroup = %key, kills, victims = report.victims.len(), "OOM kill: post-mortem");
-        if self.store.write(&report).is_ok() {
-            self.announce(&report);
-        }
+        let _ = self.store.write(&report);
+        self.announce(&report);
     }
 }
 
@@ -883,8 +883,8 @@ fn capture(
         _ => None,
     };
     let created_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let who = container.id.as_deref().map_or_else(|| "host".to_string(), |id| id[..12.min(id.len())].to_string());
-    let kind_name = osl_proto::enum_names::report_kind::name_of(kind as i32);
+    let id =
+        store::report_id(created_at_unix_ms, kind, container.id.as_deref(), REPORT_SEQ.fetch_add(1, Ordering::Relaxed));
     let converted = convert::container(&container);
     // Only a fuller view replaces the watched one: after a kill that emptied the
     // container, the re-read may not reach its limit, and without the limit the
@@ -893,7 +893,7 @@ fn capture(
         w.container = container;
     }
     v1::Report {
-        id: format!("{created_at_unix_ms}-{kind_name}-{who}-{}", REPORT_SEQ.fetch_add(1, Ordering::Relaxed)),
+        id,
         kind: kind as i32,
         created_at_unix_ms,
         capture_usec: 0,
@@ -914,6 +914,7 @@ fn capture(
         next_victim_pid,
         oom_group,
         history: w.history.to_proto(),
+        not_persisted_reason: String::new(),
     }
 }
 
