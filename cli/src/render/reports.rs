@@ -24,7 +24,8 @@ pub fn list(resp: &v1::ListReportsResponse, width: Option<u16>) -> String {
     for r in &resp.reports {
         t.push(vec![
             r.id.clone(),
-            enum_names::report_kind::name_of(r.kind),
+            enum_names::report_kind::name_of(r.kind)
+                + if r.not_persisted_reason.is_empty() { "" } else { " (not persisted)" },
             when(r.created_at_unix_ms),
             container(&r.container_id, &r.cgroup_path),
             r.trigger_event.clone(),
@@ -43,6 +44,9 @@ pub fn detail(r: &v1::Report, wide: bool, width: Option<u16>) -> String {
         r.capture_usec as f64 / 1000.0,
         container(&r.container_id, &r.cgroup_path)
     );
+    if !r.not_persisted_reason.is_empty() {
+        out.push_str(&format!("not persisted (in the agent's memory only): {}\n", r.not_persisted_reason));
+    }
     if let Some(t) = &r.trigger {
         let eta = t.predicted_oom_in_msec.map(|ms| format!(", limit in {:.1}s at this rate", ms as f64 / 1000.0));
         out.push_str(&format!(
