@@ -76,7 +76,33 @@ async fn run_in_cluster(cli: &Cli, target: Option<&str>) -> Result<u8, CliError>
     let pod = single(&pods, &described)?;
     let attach_level = matches!(&cli.command, Command::Diagnose(a) if a.attach).then_some(Level::Ptrace);
     let (backend, names, pod) = pod_backend(&cluster, pod, attach_level, cli.conn.timeout).await?;
-    ask(cli, backend, &names, Some(&pod)).await
+    let asked = ask(cli, backend, &names, Some(&pod)).await;
+    with_agent_status(&cluster, &pod, asked).await
+}
+
+/// An agent that went away mid-call, with what its pod now says of its
+/// container (`last state: Terminated (OOMKilled, exit 137) at …, restarts: 3`).
+/// The kubelet reports a dead container within a second or two, so the pod is
+/// read up to three times, a second apart, until its status shows a change
+/// from `pod` (the pod as it was when the call started).
+pub async fn with_agent_status<T>(cluster: &Cluster, pod: &Pod, result: Result<T, CliError>) -> Result<T, CliError> {
+    let Err(CliError::AgentGone { addr, container_status: None, source }) = result else { return result };
+    let mut said = None;
+    if let Some(found) = agent::find(pod) {
+        let before = agent::container_status(pod, &found);
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            let Some(now) = refreshed(cluster, pod).await else { continue };
+            let Some(status) = agent::container_status(&now, &found) else { continue };
+            said = Some(agent::describe_status(status));
+            if agent::status_moved(before, status) {
+                break;
+            }
+        }
+    }
+    Err(CliError::AgentGone { addr, container_status: said, source })
 }
 
 fn single<'a>(pods: &'a [Pod], described: &str) -> Result<&'a Pod, CliError> {
@@ -242,7 +268,7 @@ async fn ask(
 async fn connect(cli: &Cli) -> Result<Backend, CliError> {
     // (pod targets go through run_in_cluster)
     if let Some(addr) = &cli.conn.agent {
-        return Backend::connect(addr, cli.conn.timeout, cli.conn.token.as_deref()).await;
+        return Backend::connect(addr, cli.conn.timeout, cli.conn.token()?.as_deref()).await;
     }
     if cli.conn.local {
         #[cfg(target_os = "linux")]

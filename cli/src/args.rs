@@ -1,6 +1,8 @@
 //! Command-line flags, kubectl style.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::error::CliError;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ Exit codes:
   1  a finding at or above --fail-on
   2  usage: bad flags or arguments
   3  not found: no such process, container or target
-  4  cannot connect to the agent
+  4  cannot connect to the agent, or it went away mid-call
   5  permission denied
   6  the agent answered with an error";
 
@@ -39,9 +41,15 @@ pub struct Connection {
     /// The agent's address, HOST:PORT (e.g. after `kubectl port-forward pod/x 7450`).
     #[arg(long, global = true, env = "OSL_AGENT", conflicts_with = "local")]
     pub agent: Option<String>,
-    /// A bearer token for an agent that asks for one (its --token-file).
-    #[arg(long, global = true, env = "OSL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// A file holding the bearer token for an agent that asks for one (the
+    /// agent's --token-file); else the OSL_TOKEN environment variable. Never on
+    /// the command line, where ps shows it to everyone.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// The token from OSL_TOKEN. `--token` is only here to be refused (see
+    /// [`parse`]): ps shows argv to every user of the machine.
+    #[arg(long = "token", env = "OSL_TOKEN", hide = true, hide_env_values = true, global = true, num_args = 0..=1)]
+    pub token_env: Option<String>,
     /// Read this machine's processes in-process: no agent, no cluster (Linux only).
     #[arg(long, global = true)]
     pub local: bool,
@@ -54,6 +62,38 @@ pub struct Connection {
     /// With --local: a directory laid out like /sys/fs/cgroup, tried first.
     #[arg(long, global = true, hide = true)]
     pub cgroup_root: Option<PathBuf>,
+}
+
+const TOKEN_ON_ARGV: &str = "--token takes the token on the command line, where ps shows it to every user: \
+     put it in a file and give --token-file PATH, or set OSL_TOKEN";
+
+/// The command line, parsed; clap's own errors exit 2 with its message.
+pub fn parse() -> Result<Cli, CliError> {
+    let matches = Cli::command().get_matches();
+    if matches.value_source("token_env") == Some(ValueSource::CommandLine) {
+        return Err(CliError::Usage(TOKEN_ON_ARGV.into()));
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.exit())
+}
+
+impl Connection {
+    /// The bearer token to send: --token-file's content (trimmed, as the agent
+    /// trims its own), else OSL_TOKEN; none when neither is given.
+    pub fn token(&self) -> Result<Option<String>, CliError> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read --token-file {}: {e}", path.display())))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(CliError::Usage(format!("--token-file {} is empty", path.display())));
+            }
+            return Ok(Some(token.to_string()));
+        }
+        match self.token_env.as_deref().map(str::trim) {
+            Some("") => Err(CliError::Usage("OSL_TOKEN is set but empty".into())),
+            token => Ok(token.map(str::to_string)),
+        }
+    }
 }
 
 /// Which cluster and namespace, as kubectl takes them.

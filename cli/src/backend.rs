@@ -26,10 +26,9 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Backend {
     pub async fn connect(addr: &str, timeout: Duration, token: Option<&str>) -> Result<Self, CliError> {
-        let token = token
-            .map(|t| format!("Bearer {}", t.trim()).parse())
-            .transpose()
-            .map_err(|_| CliError::Usage("--token has characters a header cannot carry".into()))?;
+        let token = token.map(|t| format!("Bearer {}", t.trim()).parse()).transpose().map_err(|_| {
+            CliError::Usage("the token (--token-file or OSL_TOKEN) has characters a header cannot carry".into())
+        })?;
         let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| CliError::Usage(format!("--agent {addr:?} is not a HOST:PORT address ({e})")))?

@@ -40,7 +40,7 @@ pub async fn diagnose(cli: &Cli, cluster: &Cluster, pods: Vec<Pod>, args: &Diagn
             let answer = async {
                 let (mut backend, names, now) = pod_backend(&cluster, &pod, attach, timeout).await?;
                 let req = diagnose_request(&args, &names);
-                let mut resp = backend.diagnose(req).await?;
+                let mut resp = crate::app::with_agent_status(&cluster, &now, backend.diagnose(req).await).await?;
                 in_pod(&mut resp, &names, Some(&now));
                 Ok(resp)
             }

@@ -8,11 +8,13 @@ mod fanout;
 mod k8s;
 mod render;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::parse() {
+        Ok(cli) => cli,
+        Err(e) => return e.report(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -475,15 +475,156 @@ fn an_agent_with_a_token_refuses_calls_without_it() {
     let without = osl(&["ps", "--agent", &addr, "--pid", &me]);
     assert_eq!(code(&without), 5, "{}", stderr(&without));
     assert!(stderr(&without).contains("this agent needs a bearer token"), "{}", stderr(&without));
-    let wrong = osl(&["ps", "--agent", &addr, "--pid", &me, "--token", "guess"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let wrong = osl(&["ps", "--agent", &addr, "--pid", &me, "--token-file", &file("wrong", "guess\n")]);
     assert_eq!(code(&wrong), 5, "{}", stderr(&wrong));
     assert!(stderr(&wrong).contains("wrong bearer token"), "{}", stderr(&wrong));
-    let right = Command::new(BIN)
+    // As `echo s3cret-token > file` or a mounted Secret writes it: the newline is not the token's.
+    let right =
+        osl(&["ps", "--agent", &addr, "--pid", &me, "-o", "json", "--token-file", &file("right", "s3cret-token\n")]);
+    assert_eq!(json(&right)["processes"][0]["pid"], std::process::id());
+    let from_env = Command::new(BIN)
         .args(["ps", "--agent", &addr, "--pid", &me, "-o", "json"])
         .env("OSL_TOKEN", "s3cret-token")
         .output()
         .unwrap();
-    assert_eq!(json(&right)["processes"][0]["pid"], std::process::id());
+    assert_eq!(json(&from_env)["processes"][0]["pid"], std::process::id());
+    // The file wins over the environment.
+    let both = Command::new(BIN)
+        .args(["ps", "--agent", &addr, "--pid", &me, "-o", "json", "--token-file", &file("right2", "s3cret-token")])
+        .env("OSL_TOKEN", "guess")
+        .output()
+        .unwrap();
+    assert_eq!(json(&both)["processes"][0]["pid"], std::process::id());
+
+    // Never on the command line, where ps shows it to everyone: refused before anything is sent.
+    for argv in
+        [&["ps", "--agent", &addr, "--token", "s3cret-token"][..], &["ps", "--agent", &addr, "--token=s3cret-token"]]
+    {
+        let o = osl(argv);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "error: --token takes the token on the command line, where ps shows it to every user: put it in a file \
+             and give --token-file PATH, or set OSL_TOKEN\n"
+        );
+        assert!(o.stdout.is_empty());
+    }
+    let missing = dir.path().join("missing");
+    let o = osl(&["ps", "--agent", &addr, "--token-file", missing.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("error: cannot read --token-file {}: ", missing.display())),
+        "{}",
+        stderr(&o)
+    );
+    let empty = file("empty", "\n");
+    let o = osl(&["ps", "--agent", &addr, "--token-file", &empty]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("error: --token-file {empty} is empty\n"));
+    let o = Command::new(BIN).args(["ps", "--agent", &addr]).env("OSL_TOKEN", "").output().unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "error: OSL_TOKEN is set but empty\n");
+    let help = String::from_utf8(osl(&["--help"]).stdout).unwrap();
+    assert!(help.contains("--token-file <PATH>") && !help.contains("--token <"), "{help}");
+}
+
+/// A process whose name, command line and open file say "clear the screen" and
+/// "flip the line": the tables show the characters escaped, JSON keeps the data.
+#[test]
+fn what_a_process_names_itself_is_shown_escaped() {
+    const CLEAR: &str = "\x1b[2J";
+    const FLIP: &str = "\u{202e}";
+    let dir = tempfile::tempdir().unwrap();
+    // comm is the name the program was run by (at most 15 bytes): a link to bash.
+    let name = format!("ev{CLEAR}{FLIP}il");
+    let link = dir.path().join(&name);
+    std::os::unix::fs::symlink("/bin/bash", &link).unwrap();
+    let held = dir.path().join(format!("f{CLEAR}{FLIP}gnp.exe"));
+    std::fs::write(&held, "x").unwrap();
+    let mut child = Command::new(&link)
+        .args(["-c", "exec 3<\"$0\"; echo ready; read -r _", held.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let kid = Kid(child);
+    let pid = kid.0.id().to_string();
+
+    // The agent sends the kernel's bytes with controls escaped (\x1b) and the
+    // bidi override as it is; the CLI escapes that one, and not the agent's again.
+    let shown_name = "ev\\x1b[2J\\u{202e}il".to_string();
+    let shown_file = "f\\x1b[2J\\u{202e}gnp.exe".to_string();
+    for args in [
+        vec!["ps", "--local", "--pid", &pid],
+        vec!["ps", "--local", "--pid", &pid, "-o", "wide"],
+        vec!["diagnose", "--local", "--pid", &pid, "--blocked", "100ms"],
+        vec!["mem", "--local", "--pid", &pid],
+        vec!["fds", "--local", "--pid", &pid],
+        vec!["blocked", "--local", "--pid", &pid, "--duration", "100ms"],
+    ] {
+        let o = osl(&args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(!text.contains('\x1b') && !text.contains(FLIP), "{args:?}: raw in {text:?}");
+        let want = if args[0] == "fds" { &shown_file } else { &shown_name };
+        assert!(text.contains(want.as_str()), "{args:?}: {want} not in\n{text}");
+        if args[0] == "ps" {
+            assert!(text.contains(&shown_file), "the command line: {text}");
+        }
+    }
+    let v = json(&osl(&["ps", "--local", "--pid", &pid, "-o", "json"]));
+    assert_eq!(v["processes"][0]["comm"], format!("ev\\x1b[2J{FLIP}il"), "JSON is the agent's data, unescaped");
+    let fds = json(&osl(&["fds", "--local", "--pid", &pid, "-o", "json"]));
+    let target = fds["fds"].as_array().unwrap().iter().find(|f| f["fd"] == 3).unwrap()["target"].clone();
+    assert_eq!(target, held.to_str().unwrap().replace('\x1b', "\\x1b"));
+    drop(kid);
+}
+
+/// The agent's connection drops in the middle of a call, as when it is killed:
+/// the CLI says so, instead of "transport error".
+#[test]
+fn an_agent_gone_mid_call_is_named_so() {
+    let kid = sleeper();
+    let pid = kid.0.id().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let agent_addr = listener.local_addr().unwrap();
+    let agent = Arc::new(osl_agent::Agent::new(&osl_agent::Roots::default()));
+    rt.spawn(osl_agent::server::serve(listener, agent, std::future::pending()));
+    // A proxy in front of the agent that forwards for a second, then drops both sides.
+    let proxy = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = proxy.local_addr().unwrap().to_string();
+    let (cut_tx, cut_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let (mut client, _) = proxy.accept().await.unwrap();
+        let mut server = tokio::net::TcpStream::connect(agent_addr).await.unwrap();
+        let copied = tokio::io::copy_bidirectional(&mut client, &mut server);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(1), copied).await;
+        cut_tx.send(ended.is_err()).unwrap();
+    });
+
+    let o = osl(&["blocked", "--agent", &addr, "--pid", &pid, "--duration", "10s"]);
+    assert!(cut_rx.recv().unwrap(), "the call was still running when the connection was cut");
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "error: the agent at {addr} went away mid-call: the connection broke, so it was likely killed or restarted\n\
+             Caused by:\n  the call ended with gRPC status "
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("the agent failed"), "{err}");
+    drop(kid);
 }
 
 #[path = "k8s/kubernetes.rs"]

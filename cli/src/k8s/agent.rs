@@ -4,7 +4,7 @@
 
 use super::{Cluster, api_error};
 use crate::error::CliError;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod};
 use kube::Api;
 use osl_proto::v1;
 use osl_proto::v1::diagnostics_client::DiagnosticsClient;
@@ -40,17 +40,55 @@ pub fn find(pod: &Pod) -> Option<AgentRef> {
         .map(|c| (c.name.clone(), false))
         .chain(spec.ephemeral_containers.iter().flatten().map(|c| (c.name.clone(), true)))
         .find(|(n, _)| is_agent(n))?;
-    let status = pod.status.as_ref();
-    let statuses = if ephemeral {
-        status.and_then(|s| s.ephemeral_container_statuses.as_ref())
-    } else {
-        status.and_then(|s| s.container_statuses.as_ref())
-    };
-    let running = statuses
-        .into_iter()
-        .flatten()
-        .any(|s| s.name == container && s.state.as_ref().is_some_and(|st| st.running.is_some()));
-    Some(AgentRef { container, port: annotated.unwrap_or(DEFAULT_PORT), ephemeral, running })
+    let mut agent = AgentRef { container, port: annotated.unwrap_or(DEFAULT_PORT), ephemeral, running: false };
+    agent.running =
+        container_status(pod, &agent).is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
+    Some(agent)
+}
+
+/// The agent container's status in the pod (among the ephemeral containers' for an attached one).
+pub fn container_status<'a>(pod: &'a Pod, agent: &AgentRef) -> Option<&'a ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    let statuses = if agent.ephemeral { &status.ephemeral_container_statuses } else { &status.container_statuses };
+    statuses.iter().flatten().find(|s| s.name == agent.container)
+}
+
+/// A container's status as kubectl describe would sum it up:
+/// `last state: Terminated (OOMKilled, exit 137) at 2026-…, state: Running since 2026-…, restarts: 3`.
+pub fn describe_status(s: &ContainerStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(last) = s.last_state.as_ref().and_then(describe_state) {
+        parts.push(format!("last state: {last}"));
+    }
+    if let Some(now) = s.state.as_ref().and_then(describe_state) {
+        parts.push(format!("state: {now}"));
+    }
+    parts.push(format!("restarts: {}", s.restart_count));
+    parts.join(", ")
+}
+
+fn describe_state(s: &ContainerState) -> Option<String> {
+    if let Some(t) = &s.terminated {
+        let mut why: Vec<String> = t.reason.iter().cloned().collect();
+        why.push(format!("exit {}", t.exit_code));
+        if let Some(signal) = t.signal.filter(|&n| n != 0) {
+            why.push(format!("signal {signal}"));
+        }
+        let at = t.finished_at.as_ref().map(|at| format!(" at {}", at.0)).unwrap_or_default();
+        return Some(format!("Terminated ({}){at}", why.join(", ")));
+    }
+    if let Some(w) = &s.waiting {
+        return Some(w.reason.as_ref().map_or_else(|| "Waiting".into(), |r| format!("Waiting ({r})")));
+    }
+    let r = s.running.as_ref()?;
+    Some(r.started_at.as_ref().map_or_else(|| "Running".into(), |at| format!("Running since {}", at.0)))
+}
+
+/// Whether the kubelet has seen what became of the agent since `before`: a
+/// restart, a new last state, or a container no longer running.
+pub fn status_moved(before: Option<&ContainerStatus>, now: &ContainerStatus) -> bool {
+    let running = now.state.as_ref().is_some_and(|s| s.running.is_some());
+    !running || before.is_none_or(|b| b.restart_count != now.restart_count || b.last_state != now.last_state)
 }
 
 pub fn pod_name(pod: &Pod) -> String {
@@ -249,6 +287,49 @@ mod tests {
         );
         let none = pod(serde_json::json!({"metadata": {"name": "demo"}, "spec": {"containers": [{"name": "app"}]}}));
         assert_eq!(find(&none), None);
+    }
+
+    #[test]
+    fn an_agent_containers_status_reads_as_kubectl_describe_sums_it_up() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "demo"},
+            "spec": {"containers": [{"name": "app"}, {"name": "osl-agent"}]},
+            "status": {"containerStatuses": [
+                {"name": "app", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {}}},
+                {"name": "osl-agent", "ready": true, "restartCount": 3, "image": "x", "imageID": "",
+                 "state": {"running": {"startedAt": "2026-11-27T10:05:02Z"}},
+                 "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2026-11-27T10:05:00Z"}}}
+            ]}
+        }));
+        let agent = find(&p).unwrap();
+        let status = container_status(&p, &agent).unwrap();
+        assert_eq!(status.name, "osl-agent");
+        assert_eq!(
+            describe_status(status),
+            "last state: Terminated (OOMKilled, exit 137) at 2026-11-27T10:05:00Z, state: Running since 2026-11-27T10:05:02Z, restarts: 3"
+        );
+        let crashing: ContainerStatus = serde_json::from_value(serde_json::json!({
+            "name": "osl-agent", "ready": false, "restartCount": 5, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}},
+            "lastState": {"terminated": {"exitCode": 143, "signal": 15}}
+        }))
+        .unwrap();
+        assert_eq!(
+            describe_status(&crashing),
+            "last state: Terminated (exit 143, signal 15), state: Waiting (CrashLoopBackOff), restarts: 5"
+        );
+        let fresh: ContainerStatus = serde_json::from_value(serde_json::json!({
+            "name": "osl-agent", "ready": false, "restartCount": 0, "image": "x", "imageID": ""
+        }))
+        .unwrap();
+        assert_eq!(describe_status(&fresh), "restarts: 0");
+
+        // What the kubelet says once it has seen the kill, against what it said before the call.
+        let mut before = status.clone();
+        assert!(!status_moved(Some(&before), status), "nothing new yet");
+        before.restart_count = 2;
+        assert!(status_moved(Some(&before), status), "a restart");
+        assert!(status_moved(Some(status), &crashing), "not running");
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Output: tables for people (sized to the terminal, findings coloured by
 //! severity, NO_COLOR and pipes respected), JSON and YAML for scripts (the
 //! osl.v1 messages themselves, so the shape is the versioned contract).
+//!
+//! Every table renderer draws the answer through [`View::text`], which first
+//! escapes every string in it ([`escape`]): the text comes from the pod's
+//! processes, and a terminal must not act on it. JSON and YAML stay the raw data.
 
+pub mod escape;
 mod fds;
 mod reports;
 mod syscalls;
@@ -36,21 +41,47 @@ impl View {
         self.output == Output::Wide
     }
 
-    pub fn processes(&self, resp: &v1::ListProcessesResponse) -> Result<(), CliError> {
+    /// JSON or YAML of `resp` as it is; for a table, `draw` of `resp` escaped.
+    fn show<T>(&self, resp: &T, draw: impl FnOnce(&Self, &T) -> String) -> Result<(), CliError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone,
+    {
         if let Some(r) = self.structured(resp) {
             return r;
         }
+        write(&self.text(resp, draw)?)
+    }
+
+    /// The one way into the table renderers: each draws an answer whose every
+    /// string ([`escape::message`]) has had its control and bidi characters
+    /// escaped, so no text from the pod reaches the terminal raw.
+    fn text<T, O>(&self, resp: &T, draw: impl FnOnce(&Self, &T) -> O) -> Result<O, CliError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone,
+    {
+        let escaped = escape::message(resp).map_err(|e| CliError::Agent {
+            message: format!("cannot draw the answer as a table ({e}); -o json shows it"),
+        })?;
+        Ok(draw(self, &escaped))
+    }
+
+    pub fn processes(&self, resp: &v1::ListProcessesResponse) -> Result<(), CliError> {
+        self.show(resp, Self::processes_text)
+    }
+
+    fn processes_text(&self, resp: &v1::ListProcessesResponse) -> String {
         let mut out = String::new();
         out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, None);
-        write(&out)
+        out
     }
 
     pub fn diagnose(&self, resp: &v1::DiagnoseResponse) -> Result<(), CliError> {
-        if let Some(r) = self.structured(resp) {
-            return r;
-        }
+        self.show(resp, Self::diagnose_text)
+    }
+
+    fn diagnose_text(&self, resp: &v1::DiagnoseResponse) -> String {
         let mut out = String::new();
         findings(&mut out, &resp.findings);
         if !resp.containers.is_empty() {
@@ -82,13 +113,14 @@ impl View {
             out.push('\n');
         }
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
-        write(&out)
+        out
     }
 
     pub fn fds(&self, resp: &v1::ListFdsResponse) -> Result<(), CliError> {
-        if let Some(r) = self.structured(resp) {
-            return r;
-        }
+        self.show(resp, Self::fds_text)
+    }
+
+    fn fds_text(&self, resp: &v1::ListFdsResponse) -> String {
         let mut out = String::new();
         findings(&mut out, &resp.findings);
         out.push_str(&fds::table(&resp.fds, self.wide(), self.width));
@@ -98,13 +130,14 @@ impl View {
         }
         let processes: Vec<v1::Process> = resp.process.iter().cloned().collect();
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &processes, None);
-        write(&out)
+        out
     }
 
     pub fn blocked(&self, resp: &v1::SampleBlockedResponse) -> Result<(), CliError> {
-        if let Some(r) = self.structured(resp) {
-            return r;
-        }
+        self.show(resp, Self::blocked_text)
+    }
+
+    fn blocked_text(&self, resp: &v1::SampleBlockedResponse) -> String {
         let mut out = format!(
             "{} samples over {:.1}s{}\n\n",
             resp.samples,
@@ -130,7 +163,7 @@ impl View {
         out.push_str(&t.render(self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &[], None);
-        write(&out)
+        out
     }
 
     /// Several pods' diagnoses, worst first: a line each, then each pod's
@@ -146,43 +179,55 @@ impl View {
                 .collect();
             return self.structured(&list).unwrap_or(Ok(()));
         }
+        write(&self.pods_text(answers, wide)?)
+    }
+
+    fn pods_text(&self, answers: &[crate::fanout::PodAnswer], wide: bool) -> Result<String, CliError> {
         let mut t =
             tables::Grid::new(vec!["POD", "AGENT", "CRITICAL", "WARN", "PROCESSES", "WORST FINDING"], &[2, 3, 4]);
+        let mut sections = String::new();
         for a in answers {
+            let pod = escape::text(&a.pod).into_owned();
             let row = match &a.answer {
                 Ok(r) => {
-                    let count =
-                        |s: v1::Severity| r.findings.iter().filter(|f| f.severity == s as i32).count().to_string();
-                    let worst = r.findings.iter().max_by_key(|f| f.severity);
-                    vec![
-                        a.pod.clone(),
-                        "ok".into(),
-                        count(v1::Severity::Critical),
-                        count(v1::Severity::Warn),
-                        r.processes.len().to_string(),
-                        worst.map_or_else(|| "-".into(), |f| format!("{} {}", f.id, f.subject)),
-                    ]
+                    let (row, section) = self.text(r, |view, r| {
+                        let count =
+                            |s: v1::Severity| r.findings.iter().filter(|f| f.severity == s as i32).count().to_string();
+                        let worst = r.findings.iter().max_by_key(|f| f.severity);
+                        let row = vec![
+                            pod.clone(),
+                            "ok".into(),
+                            count(v1::Severity::Critical),
+                            count(v1::Severity::Warn),
+                            r.processes.len().to_string(),
+                            worst.map_or_else(|| "-".into(), |f| format!("{} {}", f.id, f.subject)),
+                        ];
+                        let section = if wide {
+                            heading(&format!("pod/{pod}")) + &view.diagnose_text(r)
+                        } else if !r.findings.is_empty() {
+                            let mut out = heading(&format!("pod/{pod}"));
+                            findings(&mut out, &r.findings);
+                            out
+                        } else {
+                            String::new()
+                        };
+                        (row, section)
+                    })?;
+                    sections.push_str(&section);
+                    row
                 }
-                Err(e) => vec![a.pod.clone(), format!("error: {e}"), "-".into(), "-".into(), "-".into(), "-".into()],
+                Err(e) => {
+                    let error = format!("error: {}", escape::text(&e.to_string()));
+                    vec![pod, error, "-".into(), "-".into(), "-".into(), "-".into()]
+                }
             };
             t.push(row);
         }
         let mut out = heading("PODS");
         out.push_str(&t.render(self.width));
         out.push_str("\n\n");
-        write(&out)?;
-        for a in answers {
-            let Ok(r) = &a.answer else { continue };
-            if wide {
-                write(&heading(&format!("pod/{}", a.pod)))?;
-                self.diagnose(r)?;
-            } else if !r.findings.is_empty() {
-                let mut out = heading(&format!("pod/{}", a.pod));
-                findings(&mut out, &r.findings);
-                write(&out)?;
-            }
-        }
-        Ok(())
+        out.push_str(&sections);
+        Ok(out)
     }
 
     pub fn profile(&self, p: &v1::SyscallProfile) -> Result<(), CliError> {
@@ -190,9 +235,10 @@ impl View {
             let json = serde_json::to_string_pretty(&syscalls::seccomp(p)).unwrap_or_default();
             return write(&format!("{json}\n"));
         }
-        if let Some(r) = self.structured(p) {
-            return r;
-        }
+        self.show(p, Self::profile_text)
+    }
+
+    fn profile_text(&self, p: &v1::SyscallProfile) -> String {
         let mut out = syscalls::header(p);
         findings(&mut out, &p.findings);
         out.push_str(&syscalls::table(&p.syscalls, self.wide(), self.width));
@@ -206,31 +252,28 @@ impl View {
             out.push_str("\n\n");
         }
         notes(&mut out, p.agent.as_ref(), &p.unavailable, &[], None);
-        write(&out)
+        out
     }
 
     pub fn reports(&self, resp: &v1::ListReportsResponse) -> Result<(), CliError> {
-        if let Some(r) = self.structured(resp) {
-            return r;
-        }
-        write(&reports::list(resp, self.width))
+        self.show(resp, |view, resp| reports::list(resp, view.width))
     }
 
     pub fn report(&self, resp: &v1::GetReportResponse) -> Result<(), CliError> {
-        if let Some(r) = self.structured(resp) {
-            return r;
-        }
-        let Some(report) = &resp.report else { return write("") };
-        let mut out = String::new();
-        findings(&mut out, &report.findings);
-        out.push_str(&reports::detail(report, self.wide(), self.width));
-        write(&out)
+        self.show(resp, |view, resp| {
+            let Some(report) = &resp.report else { return String::new() };
+            let mut out = String::new();
+            findings(&mut out, &report.findings);
+            out.push_str(&reports::detail(report, view.wide(), view.width));
+            out
+        })
     }
 
     pub fn memory(&self, resp: &v1::DiagnoseResponse) -> Result<(), CliError> {
-        if let Some(r) = self.structured(resp) {
-            return r;
-        }
+        self.show(resp, Self::memory_text)
+    }
+
+    fn memory_text(&self, resp: &v1::DiagnoseResponse) -> String {
         let mut out = String::new();
         let memory_findings: Vec<v1::Finding> =
             resp.findings.iter().filter(|f| f.id.starts_with("memory.")).cloned().collect();
@@ -244,11 +287,11 @@ impl View {
         out.push_str(&tables::process_memory(&resp.processes, self.wide(), self.width));
         out.push('\n');
         notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
-        write(&out)
+        out
     }
 
     /// JSON or YAML of the message itself; `None` for table output.
-    pub fn structured<T: serde::Serialize>(&self, value: &T) -> Option<Result<(), CliError>> {
+    fn structured<T: serde::Serialize>(&self, value: &T) -> Option<Result<(), CliError>> {
         // Streamed through a buffer: an fd table of 17,000 entries is megabytes of JSON.
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         let written = match self.output {
@@ -397,5 +440,214 @@ impl Progress {
         if self.on {
             eprint!("\r\x1b[K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a hostile process puts in its name, its command line and its files' names:
+    /// clear the screen, and flip the rest of the line right to left.
+    const CLEAR: &str = "\x1b[2J";
+    const FLIP: &str = "\u{202e}";
+
+    fn hostile(what: &str) -> String {
+        format!("{what}{CLEAR}{FLIP}gnp.exe\r\x08\u{9b}31m")
+    }
+
+    fn table() -> View {
+        View { output: Output::Table, width: None }
+    }
+
+    /// The text with this module's own styles taken out: anything left that a
+    /// terminal would act on came from the answer.
+    fn assert_escaped(text: &str) {
+        let mut styles: Vec<String> =
+            [Style::new().bold(), Style::new().dimmed(), AnsiColor::Green.on_default(), Style::new()]
+                .into_iter()
+                .chain((0..4).map(severity_style))
+                .flat_map(|s| [s.render().to_string(), s.render_reset().to_string()])
+                .collect();
+        // Bold and red is bold's sequence and red's: the longest first.
+        styles.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut plain = text.to_string();
+        for s in styles.iter().filter(|s| !s.is_empty()) {
+            plain = plain.replace(s, "");
+        }
+        let raw: Vec<char> =
+            plain.chars().filter(|&c| escape::text(&c.to_string()) != c.to_string() && c != '\n').collect();
+        assert!(raw.is_empty(), "raw {raw:?} in:\n{text}");
+        assert!(text.contains("\\x1b[2J\\u{202e}gnp.exe\\r\\x08\\u{9b}31m"), "{text}");
+    }
+
+    fn process() -> v1::Process {
+        v1::Process {
+            pid: 4242,
+            comm: hostile("comm"),
+            cmdline: vec![hostile("/bin/cmd"), hostile("--arg")],
+            container_id: hostile("id"),
+            blocked: Some(v1::ThreadSamples {
+                samples: 10,
+                by_syscall: vec![v1::Count { name: hostile("read"), count: 10 }],
+                ..Default::default()
+            }),
+            fd_summary: Some(v1::FdSummary {
+                total: 1,
+                by_kind: vec![v1::Count { name: hostile("kind"), count: 1 }],
+                top_remotes: vec![v1::Endpoint { remote: hostile("10.0.0.1"), connections: 1 }],
+                ..Default::default()
+            }),
+            unavailable: vec![v1::Unavailable { field: "fds".into(), reason: hostile("denied"), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    fn finding() -> v1::Finding {
+        v1::Finding {
+            id: "fd.near_limit".into(),
+            severity: v1::Severity::Critical as i32,
+            subject: hostile("pid 4242"),
+            message: hostile("message"),
+            next_step: hostile("next"),
+            ..Default::default()
+        }
+    }
+
+    fn agent() -> v1::AgentInfo {
+        v1::AgentInfo { version: hostile("0.1.0"), ..Default::default() }
+    }
+
+    #[test]
+    fn ps_escapes_what_the_process_named_itself() {
+        let resp = v1::ListProcessesResponse {
+            agent: Some(agent()),
+            processes: vec![process()],
+            unavailable: vec![v1::Unavailable { field: "x".into(), reason: hostile("why"), ..Default::default() }],
+            ..Default::default()
+        };
+        for view in [table(), View { output: Output::Wide, width: Some(80) }] {
+            let text = view.text(&resp, View::processes_text).unwrap();
+            assert_escaped(&text);
+            assert!(text.contains("/bin/cmd\\x1b[2J"), "{text}");
+        }
+    }
+
+    #[test]
+    fn diagnose_and_mem_escape_every_table_and_line() {
+        let resp = v1::DiagnoseResponse {
+            agent: Some(agent()),
+            findings: vec![finding()],
+            processes: vec![process()],
+            containers: vec![v1::Container { id: hostile("c"), name: hostile("app"), ..Default::default() }],
+            fd_totals: Some(v1::FdSummary {
+                total: 1,
+                by_kind: vec![v1::Count { name: hostile("kind"), count: 1 }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = table().text(&resp, View::diagnose_text).unwrap();
+        assert_escaped(&text);
+        for part in ["comm\\x1b[2J", "message\\x1b[2J", "next: next\\x1b[2J", "app\\x1b[2J", "read\\x1b[2J"] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert_escaped(&table().text(&resp, View::memory_text).unwrap());
+        // Several pods: their rows, sections and errors.
+        let answers = [
+            crate::fanout::PodAnswer { pod: "web-1".into(), namespace: "ns".into(), answer: Ok(resp.clone()) },
+            crate::fanout::PodAnswer {
+                pod: "web-2".into(),
+                namespace: "ns".into(),
+                answer: Err(CliError::Agent { message: hostile("it broke") }),
+            },
+        ];
+        for wide in [false, true] {
+            let text = table().pods_text(&answers, wide).unwrap();
+            assert_escaped(&text);
+            assert!(text.contains("error: the agent failed: it broke\\x1b[2J"), "{text}");
+        }
+    }
+
+    #[test]
+    fn fds_escape_paths_and_sockets() {
+        let fd = |n: i32, target: String, socket: Option<v1::Socket>| v1::Fd {
+            fd: n,
+            kind: v1::FdKind::File as i32,
+            target,
+            socket,
+            flags: vec![hostile("O_RDONLY")],
+            ..Default::default()
+        };
+        let resp = v1::ListFdsResponse {
+            agent: Some(agent()),
+            process: Some(process()),
+            fds: vec![
+                fd(3, hostile("/tmp/file"), None),
+                fd(
+                    4,
+                    "socket:[1]".into(),
+                    Some(v1::Socket { protocol: "unix".into(), unix_path: hostile("/run/sock"), ..Default::default() }),
+                ),
+                fd(
+                    5,
+                    "socket:[2]".into(),
+                    Some(v1::Socket { protocol: "tcp".into(), local: hostile("1.2.3.4:5"), ..Default::default() }),
+                ),
+            ],
+            findings: vec![finding()],
+            ..Default::default()
+        };
+        for view in [table(), View { output: Output::Wide, width: None }] {
+            let text = view.text(&resp, View::fds_text).unwrap();
+            assert_escaped(&text);
+            for part in ["/tmp/file\\x1b[2J", "/run/sock\\x1b[2J", "1.2.3.4:5\\x1b[2J", "10.0.0.1\\x1b[2J"] {
+                assert!(text.contains(part), "{part}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_strace_and_reports_escape_too() {
+        let blocked = v1::SampleBlockedResponse {
+            samples: 1,
+            total: Some(v1::ThreadSamples { comm: hostile("comm"), ..Default::default() }),
+            threads: vec![v1::ThreadSamples {
+                tid: 7,
+                comm: hostile("thread"),
+                samples: 1,
+                by_wchan: vec![v1::Count { name: hostile("wchan"), count: 1 }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_escaped(&table().text(&blocked, View::blocked_text).unwrap());
+        let profile = v1::SyscallProfile {
+            backend_reason: hostile("why"),
+            partial: true,
+            partial_reason: hostile("partial"),
+            syscalls: vec![v1::SyscallStat { name: hostile("read"), ..Default::default() }],
+            threads: vec![v1::ThreadProfile { comm: hostile("thread"), ..Default::default() }],
+            ..Default::default()
+        };
+        assert_escaped(&table().text(&profile, View::profile_text).unwrap());
+        let report = v1::Report {
+            id: hostile("id"),
+            container_id: hostile("c"),
+            processes: vec![v1::ReportProcess { pid: 1, comm: hostile("comm"), ..Default::default() }],
+            victims: vec![v1::ReportProcess { pid: 1, comm: hostile("victim"), ..Default::default() }],
+            ..Default::default()
+        };
+        let detail = table().text(&report, |v, r| reports::detail(r, v.wide(), v.width)).unwrap();
+        assert_escaped(&detail);
+        let list = v1::ListReportsResponse {
+            directory: hostile("/dir"),
+            reports: vec![v1::ReportSummary {
+                id: hostile("id"),
+                trigger_event: hostile("event"),
+                ..Default::default()
+            }],
+        };
+        assert_escaped(&table().text(&list, |v, r| reports::list(r, v.width)).unwrap());
     }
 }

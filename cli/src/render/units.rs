@@ -45,7 +45,8 @@ pub fn opt<T: ToString>(v: Option<T>) -> String {
 
 /// The first 12 hex digits of a container id, as `docker ps` and `crictl ps` show it.
 pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    // By characters: an id from a hostile agent need not be hex (nor ASCII).
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
 #[cfg(test)]
@@ -64,5 +65,7 @@ mod tests {
         assert_eq!(cpu_time(Some(7_500_000_000)), "2h05m");
         assert_eq!(age(90_000), "1m");
         assert_eq!(short_id("3f2a9c0d1e5b7a8f6c4d"), "3f2a9c0d1e5b");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("ééééééééééééé"), "éééééééééééé", "not cut inside a character");
     }
 }

@@ -99,17 +99,16 @@ fn publish(api: &ApiServer, pod: Arc<Mutex<Pod>>, labels: Value) {
 
 /// `kubectl osl ARGS` through the real kubectl, against the fixture server.
 fn kubectl_osl(api: &ApiServer, home: &Path, args: &[&str]) -> Output {
+    kubectl_osl_command(api, home, args).output().expect("run kubectl")
+}
+
+fn kubectl_osl_command(api: &ApiServer, home: &Path, args: &[&str]) -> Command {
     let (dir, _) = binaries();
     let kubeconfig = api.write_kubeconfig(home, NS);
     let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
-    Command::new("kubectl")
-        .arg("osl")
-        .args(args)
-        .env("PATH", path)
-        .env("KUBECONFIG", kubeconfig)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kubectl")
+    let mut command = Command::new("kubectl");
+    command.arg("osl").args(args).env("PATH", path).env("KUBECONFIG", kubeconfig).env("NO_COLOR", "1");
+    command
 }
 
 fn have_kubectl(test: &str) -> bool {
@@ -343,4 +342,59 @@ fn each_error_says_what_to_do_with_its_exit_code() {
     let msg = stderr(&forbidden);
     assert!(msg.contains("cannot create resource \"pods/portforward\""), "{msg}");
     assert!(msg.contains("osl-cli ClusterRole"), "{msg}");
+}
+
+/// The agent killed in the middle of a call (as the OOM killer or a failed
+/// probe does it): the CLI says it went away, and what the pod now says of its
+/// container.
+#[test]
+fn an_agent_killed_mid_call_is_named_with_its_containers_last_state() {
+    let test = "an_agent_killed_mid_call_is_named_with_its_containers_last_state";
+    if !sandbox::run_or_skip(test) || !have_kubectl(test) {
+        return;
+    }
+    let api = ApiServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let pod = Arc::new(Mutex::new(sandbox_pod("doomed", true)));
+    publish(&api, pod.clone(), json!({"app": "doomed"}));
+    let agent_pid = pod.lock().unwrap().container("osl-agent").unwrap().host_pid;
+
+    let call =
+        kubectl_osl_command(&api, home.path(), &["blocked", "pod/doomed", "-n", NS, "--pid", "1", "--duration", "20s"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Once the port-forward is up, the probe and the call follow within milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !api.requests().iter().any(|r| r.path.contains("/portforward")) {
+        assert!(std::time::Instant::now() < deadline, "no port-forward");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The kubelet's part: it sees the kill and restarts the container.
+    let mut object = api.get("pods", NS, "doomed").unwrap();
+    for status in object["status"]["containerStatuses"].as_array_mut().unwrap() {
+        if status["name"] == "osl-agent" {
+            status["restartCount"] = json!(1);
+            status["state"] = json!({"running": {"startedAt": "2026-11-27T10:05:01Z"}});
+            status["lastState"] =
+                json!({"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2026-11-27T10:05:00Z"}});
+        }
+    }
+    api.add(object);
+    assert!(Command::new("kill").args(["-KILL", &agent_pid.to_string()]).status().unwrap().success());
+
+    let out = call.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: the agent at pod/doomed (container osl-agent) went away mid-call: the connection broke, so it was \
+             likely killed or restarted; its container now: last state: Terminated (OOMKilled, exit 137) at \
+             2026-11-27T10:05:00Z, state: Running since 2026-11-27T10:05:01Z, restarts: 1\nCaused by:\n"
+        ),
+        "{err}"
+    );
+    drop(pod);
 }
