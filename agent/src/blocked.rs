@@ -56,83 +56,135 @@ pub const NOT_IN_SYSCALL: &str = "(in kernel, not in a syscall)";
 const SLEEPING_UNKNOWN: &str = "(blocked; syscall unknown without ptrace access)";
 
 /// Samples the process at `pid_dir` `rate_hz` times a second for `duration`.
-/// Samples several processes at once (a thread each, at most [`SAMPLE_ALL_THREADS`]
-/// at a time), for `diagnose`'s short look at what everything is blocked in.
+pub fn sample(pid_dir: &Path, duration: Duration, rate_hz: u32) -> Result<Sampled, ReadError> {
+    let mut one = Sampler::open(pid_dir);
+    run(&mut [&mut one], duration, rate_hz);
+    one.map(Sampler::finish)
+}
+
+/// Samples several processes over the same `duration`, for `diagnose`'s short look
+/// at what everything is blocked in: each of at most [`SAMPLE_ALL_THREADS`]
+/// threads takes a share of the processes and samples each once a tick (a tick
+/// that outlasts the interval makes fewer samples: the cap is time).
 pub fn sample_all(
     proc_root: &Path,
     pids: &[i32],
     duration: Duration,
     rate_hz: u32,
-) -> std::collections::BTreeMap<i32, Result<Sampled, ReadError>> {
-    let mut out = std::collections::BTreeMap::new();
-    for chunk in pids.chunks(SAMPLE_ALL_THREADS) {
-        std::thread::scope(|s| {
-            let running: Vec<_> = chunk
-                .iter()
-                .map(|&pid| (pid, s.spawn(move || sample(&proc_root.join(pid.to_string()), duration, rate_hz))))
-                .collect();
-            for (pid, handle) in running {
-                if let Ok(result) = handle.join() {
-                    out.insert(pid, result);
-                }
-            }
-        });
+) -> BTreeMap<i32, Result<Sampled, ReadError>> {
+    let mut samplers: Vec<(i32, Result<Sampler, ReadError>)> =
+        pids.iter().map(|&pid| (pid, Sampler::open(&proc_root.join(pid.to_string())))).collect();
+    if samplers.is_empty() {
+        return BTreeMap::new();
     }
-    out
+    let share = samplers.len().div_ceil(SAMPLE_ALL_THREADS);
+    std::thread::scope(|s| {
+        for part in samplers.chunks_mut(share) {
+            s.spawn(move || {
+                let mut part: Vec<&mut Result<Sampler, ReadError>> = part.iter_mut().map(|(_, r)| r).collect();
+                run(&mut part, duration, rate_hz);
+            });
+        }
+    });
+    samplers.into_iter().map(|(pid, s)| (pid, s.map(Sampler::finish))).collect()
 }
 
-/// Sampler threads at once in [`sample_all`]; more processes take another round.
-pub const SAMPLE_ALL_THREADS: usize = 64;
+/// Threads that sample at once in [`sample_all`].
+pub const SAMPLE_ALL_THREADS: usize = 4;
 
-pub fn sample(pid_dir: &Path, duration: Duration, rate_hz: u32) -> Result<Sampled, ReadError> {
-    let dir = open_dir(pid_dir)?;
-    let task_path = pid_dir.join("task");
+/// Ticks every live sampler `rate_hz` times a second until `duration` is over or
+/// every process has exited.
+fn run(samplers: &mut [&mut Result<Sampler, ReadError>], duration: Duration, rate_hz: u32) {
     let every = Duration::from_secs(1) / rate_hz.max(1);
     let start = Instant::now();
-    let mut out = Sampled::default();
-    let mut denied: HashMap<&'static str, ReadError> = HashMap::new();
     for n in 0u32.. {
-        let tids = match list_tasks(&dir, &task_path) {
-            Ok(t) if !t.is_empty() => t,
-            Ok(_) | Err(ReadError::Gone { .. }) if n > 0 => {
-                out.exited = true;
-                break;
+        let mut live = 0;
+        for slot in samplers.iter_mut() {
+            let Ok(s) = &mut **slot else { continue };
+            if s.done {
+                continue;
             }
-            Ok(_) => return Err(ReadError::Gone { path: task_path }),
-            Err(e) => return Err(e),
-        };
-        let mut alive = 0;
-        for tid in tids {
-            let Some(state) = thread_state(&dir, pid_dir, tid, &mut denied) else { continue };
-            alive += 1;
-            out.total.add(&state);
-            let entry = out.threads.entry(tid).or_insert_with(|| (state.comm.clone(), Tally::default()));
-            entry.1.add(&state);
+            match s.tick(n) {
+                Ok(()) => {
+                    live += usize::from(!s.done);
+                    s.out.duration = start.elapsed();
+                }
+                Err(e) => **slot = Err(e),
+            }
         }
-        if alive == 0 && n > 0 {
-            out.exited = true;
-            break;
-        }
-        out.samples += 1;
         let next = every * (n + 1);
-        // A sample of thousands of threads can outlast the interval: the cap is time.
-        if next >= duration || start.elapsed() >= duration {
+        // A tick over thousands of threads can outlast the interval: the cap is time.
+        if live == 0 || next >= duration || start.elapsed() >= duration {
             break;
         }
         if let Some(wait) = next.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
     }
-    out.duration = start.elapsed();
-    out.unavailable = denied
-        .into_iter()
-        .map(|(field, e)| {
-            let mut u = Unavailable::from_read(field, &e);
-            u.reason = format!("{} (ptrace access to the process is needed: CAP_SYS_PTRACE)", u.reason);
-            u
+}
+
+/// One process being sampled.
+struct Sampler {
+    pid_dir: std::path::PathBuf,
+    dir: rustix::fd::OwnedFd,
+    task_path: std::path::PathBuf,
+    out: Sampled,
+    denied: HashMap<&'static str, ReadError>,
+    done: bool,
+}
+
+impl Sampler {
+    fn open(pid_dir: &Path) -> Result<Self, ReadError> {
+        Ok(Self {
+            dir: open_dir(pid_dir)?,
+            pid_dir: pid_dir.to_path_buf(),
+            task_path: pid_dir.join("task"),
+            out: Sampled::default(),
+            denied: HashMap::new(),
+            done: false,
         })
-        .collect();
-    Ok(out)
+    }
+
+    /// Sample `n`. A process gone at its first sample is an error; later, it exited.
+    fn tick(&mut self, n: u32) -> Result<(), ReadError> {
+        let tids = match list_tasks(&self.dir, &self.task_path) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) | Err(ReadError::Gone { .. }) if n > 0 => {
+                (self.out.exited, self.done) = (true, true);
+                return Ok(());
+            }
+            Ok(_) => return Err(ReadError::Gone { path: self.task_path.clone() }),
+            Err(e) => return Err(e),
+        };
+        let mut alive = 0;
+        for tid in tids {
+            let Some(state) = thread_state(&self.dir, &self.pid_dir, tid, &mut self.denied) else { continue };
+            alive += 1;
+            self.out.total.add(&state);
+            let entry = self.out.threads.entry(tid).or_insert_with(|| (state.comm.clone(), Tally::default()));
+            entry.1.add(&state);
+        }
+        if alive == 0 && n > 0 {
+            (self.out.exited, self.done) = (true, true);
+            return Ok(());
+        }
+        self.out.samples += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> Sampled {
+        let mut out = self.out;
+        out.unavailable = self
+            .denied
+            .into_iter()
+            .map(|(field, e)| {
+                let mut u = Unavailable::from_read(field, &e);
+                u.reason = format!("{} (ptrace access to the process is needed: CAP_SYS_PTRACE)", u.reason);
+                u
+            })
+            .collect();
+        out
+    }
 }
 
 fn list_tasks(dir: &rustix::fd::OwnedFd, task_path: &Path) -> Result<Vec<i32>, ReadError> {

@@ -7,6 +7,7 @@
 //! one conversion layer (`convert`) to the osl.v1 messages, and the gRPC
 //! `service` + `server`.
 
+pub mod answers;
 pub mod blocked;
 pub mod cgroup;
 pub mod convert;
@@ -15,6 +16,8 @@ pub mod error;
 pub mod fds;
 pub mod findings;
 pub mod kube_events;
+#[allow(unsafe_code)] // mallopt(3): see the module's doc
+pub mod malloc;
 pub mod model;
 pub mod net;
 pub mod par;

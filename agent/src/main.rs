@@ -119,6 +119,7 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    osl_agent::malloc::tune();
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     init_logging(args.log_format);

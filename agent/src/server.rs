@@ -186,6 +186,7 @@ pub async fn serve_with_access(
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_keepalive(Some(KEEPALIVE))
+        .layer(crate::answers::AnswersLayer::new(crate::answers::CONCURRENT_ANSWERS))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -148,12 +148,18 @@ impl Collector {
 
     /// The fd table of a process that was just read, sockets resolved through the
     /// cache of its network namespace; its summary and trend are set on `p`.
-    pub fn fd_table(&self, p: &mut Process, netns: &NetnsCache, sampler: Option<&FdSampler>) -> Option<FdTable> {
+    pub fn fd_table(
+        &self,
+        p: &mut Process,
+        netns: &NetnsCache,
+        sampler: Option<&FdSampler>,
+        detail: fds::Detail,
+    ) -> Option<FdTable> {
         if p.kernel_thread || p.is_zombie() || p.exited_mid_read {
             return None;
         }
         let dir = self.procs.root().join(p.pid.to_string());
-        match fds::read_table(&dir, Some(p.start_time_ticks), || netns.tables_for(&dir)) {
+        match fds::read_table_with(&dir, Some(p.start_time_ticks), || netns.tables_for(&dir), detail) {
             Ok(table) => {
                 let soft = p.fds.limit.and_then(|l| l.soft);
                 p.fd_summary = Some(summary::summarize(&table, soft));
@@ -175,7 +181,7 @@ impl Collector {
 
     /// Every process's fd summary, on several threads.
     fn read_fd_tables(&self, processes: &mut [Process], netns: &NetnsCache, sampler: Option<&FdSampler>) {
-        crate::par::for_each_mut(processes, 16, |p| drop(self.fd_table(p, netns, sampler)));
+        crate::par::for_each_mut(processes, 16, |p| drop(self.fd_table(p, netns, sampler, fds::Detail::summary())));
     }
 
     /// One process and its fd table (`None` with the reason in `unavailable` when
@@ -187,7 +193,7 @@ impl Collector {
         sampler: Option<&FdSampler>,
     ) -> Result<(Process, Option<FdTable>), AgentError> {
         let mut p = self.process(pid, start_time_ticks)?;
-        let table = self.fd_table(&mut p, &NetnsCache::default(), sampler);
+        let table = self.fd_table(&mut p, &NetnsCache::default(), sampler, fds::Detail::default());
         Ok((p, table))
     }
 

@@ -36,16 +36,42 @@ pub fn read_table(
     start_time_ticks: Option<u64>,
     sockets: impl Fn() -> Arc<SocketTables> + Sync,
 ) -> Result<FdTable, ReadError> {
-    read_table_capped(pid_dir, start_time_ticks, sockets, MAX_FDS_READ)
+    read_table_with(pid_dir, start_time_ticks, sockets, Detail::default())
 }
 
-/// [`read_table`], describing at most `cap` fds (the lowest numbers).
-pub fn read_table_capped(
+/// What a read of an fd table fills in.
+#[derive(Debug, Clone, Copy)]
+pub struct Detail {
+    /// Describe at most this many fds (the lowest numbers); count the rest.
+    pub cap: usize,
+    /// Read each fd's fdinfo (offset, flags, per-kind detail). Summaries and
+    /// findings need only the link and, for paths, a stat: without it a read
+    /// costs half the syscalls, and half the kernel's dentries (charged to the
+    /// agent's cgroup) for /proc/PID/fdinfo/N.
+    pub fdinfo: bool,
+}
+
+impl Default for Detail {
+    fn default() -> Self {
+        Self { cap: MAX_FDS_READ, fdinfo: true }
+    }
+}
+
+impl Detail {
+    /// What summaries and findings need.
+    pub fn summary() -> Self {
+        Self { fdinfo: false, ..Self::default() }
+    }
+}
+
+/// [`read_table`], filling in what `detail` asks for.
+pub fn read_table_with(
     pid_dir: &Path,
     start_time_ticks: Option<u64>,
     sockets: impl Fn() -> Arc<SocketTables> + Sync,
-    cap: usize,
+    detail: Detail,
 ) -> Result<FdTable, ReadError> {
+    let cap = detail.cap;
     let proc_dir = crate::error::open_dir(pid_dir)?;
     if let Some(expected) = start_time_ticks {
         let stat = read_file_at(&proc_dir, pid_dir, "stat")?;
@@ -55,13 +81,13 @@ pub fn read_table_capped(
         }
     }
     let fd_dir = open_subdir(&proc_dir, pid_dir, "fd")?;
-    let info_dir = open_subdir(&proc_dir, pid_dir, "fdinfo")?;
+    let info_dir = if detail.fdinfo { Some(open_subdir(&proc_dir, pid_dir, "fdinfo")?) } else { None };
     let mut numbers = list(&fd_dir, &pid_dir.join("fd"))?;
     numbers.sort_unstable();
     let not_read = numbers.len().saturating_sub(cap);
     numbers.truncate(cap);
 
-    let reader = Reader { fd_dir: &fd_dir, info_dir: &info_dir };
+    let reader = Reader { fd_dir: &fd_dir, info_dir: info_dir.as_ref() };
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) * 2).min(MAX_THREADS);
     let parallel = numbers.len() >= PARALLEL_FROM && threads >= 2;
     let prefetch = Prefetch { started: AtomicBool::new(false), tables: OnceLock::new(), sockets: &sockets };
@@ -151,7 +177,7 @@ enum Read {
 
 struct Reader<'a> {
     fd_dir: &'a OwnedFd,
-    info_dir: &'a OwnedFd,
+    info_dir: Option<&'a OwnedFd>,
 }
 
 impl Reader<'_> {
@@ -209,10 +235,12 @@ impl Reader<'_> {
                 Err(_) => FdKind::Other,
             },
         };
-        match read_at(self.info_dir, name, info_buf) {
-            Ok(()) => fd.info = fdinfo::parse(info_buf).ok(),
-            Err(rustix::io::Errno::NOENT) => return Read::Closed,
-            Err(_) => {}
+        if let Some(info_dir) = self.info_dir {
+            match read_at(info_dir, name, info_buf) {
+                Ok(()) => fd.info = fdinfo::parse(info_buf).ok(),
+                Err(rustix::io::Errno::NOENT) => return Read::Closed,
+                Err(_) => {}
+            }
         }
         Read::Fd(Box::new(fd))
     }
@@ -314,7 +342,10 @@ mod tests {
         let held: Vec<std::fs::File> = (0..100).map(|_| std::fs::File::open("/dev/null").unwrap()).collect();
         let me = Path::new("/proc/self");
         let full = read_table(me, None, || Arc::new(SocketTables::default())).unwrap();
-        let capped = read_table_capped(me, None, || Arc::new(SocketTables::default()), 64).unwrap();
+        let sockets = || Arc::new(SocketTables::default());
+        let capped = read_table_with(me, None, sockets, Detail { cap: 64, fdinfo: false }).unwrap();
+        assert!(capped.fds.iter().all(|fd| fd.info.is_none()));
+        assert!(full.fds.iter().all(|fd| fd.info.is_some()));
         assert_eq!(capped.fds.len(), 64);
         let total = capped.fds.len() as u64 + capped.not_read;
         assert!(total.abs_diff(full.fds.len() as u64) <= 2, "{total} vs {}", full.fds.len()); // other tests' fds
