@@ -55,15 +55,19 @@ CAPS = {
     "ptrace": ["SYS_PTRACE", "DAC_READ_SEARCH"],
     "ebpf": ["SYS_PTRACE", "DAC_READ_SEARCH", "BPF", "PERFMON"],
 }
-EVENTS_RULES = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}]
+EVENTS_RULES = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
 CLI_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["get", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
      "verbs": ["get", "list"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+]
+# `kubectl osl attach`, apart: patching ephemeral containers is as strong as exec.
+CLI_ATTACH_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["get", "patch"]},
 ]
 
 
@@ -210,7 +214,8 @@ def check_sidecar(name: str, deploy: dict, level: str, run_as: int, listen: str 
 
 def check_default(chart: helm.Chart) -> list[dict]:
     objs = render(chart)
-    R.equal("default: objects", kinds(objs), ["ClusterRole", "Deployment", "Role", "RoleBinding", "ServiceAccount"])
+    R.equal("default: objects", kinds(objs),
+            ["ClusterRole", "ClusterRole", "Deployment", "Role", "RoleBinding", "ServiceAccount"])
     deploy = one(objs, "Deployment")
     if not R.check("default: one example Deployment", deploy is not None):
         return objs
@@ -237,17 +242,20 @@ def check_default(chart: helm.Chart) -> list[dict]:
 
 
 def check_rbac(name: str, objs: list[dict]) -> None:
-    role, binding, cluster_role, sa = (one(objs, k) for k in ("Role", "RoleBinding", "ClusterRole", "ServiceAccount"))
-    if not R.check(f"{name}: Role, RoleBinding, ClusterRole, ServiceAccount", None not in (role, binding, cluster_role, sa)):
+    role, binding, sa = (one(objs, k) for k in ("Role", "RoleBinding", "ServiceAccount"))
+    roles = {o["metadata"]["name"]: o["rules"] for o in objs if o["kind"] == "ClusterRole"}
+    if not R.check(f"{name}: Role, RoleBinding, ServiceAccount", None not in (role, binding, sa)):
         return
-    R.equal(f"{name}: agent Role rules (events create/patch only)", role["rules"], EVENTS_RULES)
+    R.equal(f"{name}: agent Role rules (events create only)", role["rules"], EVENTS_RULES)
     R.equal(f"{name}: Role namespace", role["metadata"].get("namespace"), NAMESPACE)
     R.equal(f"{name}: RoleBinding roleRef", binding["roleRef"],
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]})
     R.equal(f"{name}: RoleBinding subjects", binding["subjects"],
             [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}])
-    R.equal(f"{name}: ClusterRole osl-cli rules", (cluster_role["metadata"]["name"], cluster_role["rules"]),
-            ("osl-cli", CLI_RULES))
+    R.equal(f"{name}: ClusterRoles: osl-cli reads, osl-cli-attach attaches", roles,
+            {"osl-cli": CLI_RULES, "osl-cli-attach": CLI_ATTACH_RULES})
+    R.check(f"{name}: the reading role cannot patch anything",
+            not any("patch" in r["verbs"] for r in roles.get("osl-cli", [])))
     text = yaml.safe_dump([o["rules"] for o in objs if o["kind"] in ("Role", "ClusterRole")])
     R.check(f"{name}: no wildcard, secrets, escalate, bind or impersonate in RBAC",
             not re.search(r"'\*'|secrets|escalate|\bbind\b|impersonate|nodes", text), text)
@@ -278,7 +286,7 @@ def check_levels(chart: helm.Chart) -> dict[str, list[dict]]:
 def check_switches(chart: helm.Chart) -> dict[str, list[dict]]:
     rendered = {}
     objs = rendered["example off"] = render(chart, {"example": {"enabled": False}})
-    R.equal("example off: objects", kinds(objs), ["ClusterRole", "Role", "RoleBinding", "ServiceAccount"])
+    R.equal("example off: objects", kinds(objs), ["ClusterRole", "ClusterRole", "Role", "RoleBinding", "ServiceAccount"])
     check_rbac("example off", objs)
 
     objs = rendered["events off"] = render(chart, {"events": {"enabled": False}, "cliClusterRole": {"create": False}})
@@ -293,8 +301,10 @@ def check_switches(chart: helm.Chart) -> dict[str, list[dict]]:
                                                   "extraEnv": [{"name": "OSL_CGROUP_ROOT", "value": "/sys/fs/cgroup"}]})
     agent = agent_of(one(objs, "Deployment"))
     env = {k: e.get("value") for k, e in env_of(agent).items()}
-    R.equal("probes on: OSL_LISTEN on all interfaces", env["OSL_LISTEN"], "0.0.0.0:7450")
-    R.equal("probes on: gRPC liveness probe", agent.get("livenessProbe", {}).get("grpc"), {"port": 7450})
+    R.equal("probes on: the API stays on loopback", env["OSL_LISTEN"], "127.0.0.1:7450")
+    R.equal("probes on: health alone on all interfaces", env.get("OSL_HEALTH_LISTEN"), "0.0.0.0:7451")
+    R.equal("probes on: gRPC liveness probe on the health port", agent.get("livenessProbe", {}).get("grpc"),
+            {"port": 7451})
     R.check("probes on: never a readiness probe", "readinessProbe" not in agent)
     R.equal("preOOM off: OSL_NO_WATCH", env.get("OSL_NO_WATCH"), "true")
     R.equal("logFormat text", env.get("OSL_LOG_FORMAT"), "text")

@@ -331,9 +331,9 @@ fn reports_are_listed_shown_and_survive_a_restart() {
         let text = String::from_utf8(one.stdout).unwrap();
         assert!(text.contains("report 170000000000-pre_oom-3f2a9c0d1e5b (pre_oom"), "{text}");
         assert!(text.contains("leaky"), "{text}");
-        let missing = osl(&["reports", "--agent", &addr, "1-pre_oom-nope"]);
+        let missing = osl(&["reports", "--agent", &addr, "1-pre_oom-host-0"]);
         assert_eq!(code(&missing), 3, "{}", stderr(&missing));
-        assert_eq!(stderr(&missing), "error: no report 1-pre_oom-nope\n");
+        assert_eq!(stderr(&missing), "error: no report 1-pre_oom-host-0\n");
         assert_eq!(code(&osl(&["reports", "--agent", &addr, "../../etc/passwd"])), 2);
 
         tx.send(()).unwrap();

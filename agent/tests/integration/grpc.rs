@@ -163,3 +163,20 @@ impl Drop for Sleeper {
         let _ = self.0.wait();
     }
 }
+
+/// The probes listener (--health-listen, on the pod IP) serves health and
+/// nothing that reads a process.
+#[tokio::test]
+async fn the_health_listener_serves_health_only() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(server::serve_health(listener, std::future::pending()));
+    let channel = tonic::transport::Endpoint::from_shared(addr).unwrap().connect().await.unwrap();
+    let check = HealthCheckRequest { service: osl_proto::DIAGNOSTICS_SERVICE.into() };
+    let status = HealthClient::new(channel.clone()).check(check).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let err = DiagnosticsClient::new(channel).diagnose(v1::DiagnoseRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err}");
+    task.abort();
+}

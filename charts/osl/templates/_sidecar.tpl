@@ -38,7 +38,8 @@ Your pod also needs:
 {{- fail (printf "osl: logFormat must be text or json, not %q" $logFormat) }}
 {{- end }}
 {{- $port := .Values.port | int }}
-{{- $host := ternary (.Values.probes.listenHost | toString) "127.0.0.1" (.Values.probes.enabled | default false) -}}
+{{- $probes := .Values.probes.enabled | default false }}
+{{- $healthPort := .Values.probes.healthPort | default 7451 | int -}}
 - name: osl-agent
   image: {{ include "osl.image" . | quote }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -48,9 +49,18 @@ Your pod also needs:
     - name: osl-grpc
       containerPort: {{ $port }}
       protocol: TCP
+    {{- if $probes }}
+    - name: osl-health
+      containerPort: {{ $healthPort }}
+      protocol: TCP
+    {{- end }}
   env:
     - name: OSL_LISTEN
-      value: {{ printf "%s:%d" $host $port | quote }}
+      value: {{ printf "127.0.0.1:%d" $port | quote }}
+    {{- if $probes }}
+    - name: OSL_HEALTH_LISTEN
+      value: {{ printf "%s:%d" (.Values.probes.listenHost | toString) $healthPort | quote }}
+    {{- end }}
     - name: OSL_LOG_FORMAT
       value: {{ $logFormat | quote }}
     - name: OSL_REPORT_DIR
@@ -122,7 +132,7 @@ Your pod also needs:
   {{- if .Values.probes.enabled }}
   livenessProbe:
     grpc:
-      port: {{ $port }}
+      port: {{ $healthPort }}
     initialDelaySeconds: 5
     periodSeconds: 20
     timeoutSeconds: 5
