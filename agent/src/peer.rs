@@ -9,7 +9,12 @@
 //! network namespace), then looked for in every visible process's fd table. A
 //! table the agent may not read (level basic, another UID) could hide it: when
 //! such a process has the socket's owner UID, the caller cannot be told apart and
-//! the verdict says so (the server refuses, failing closed).
+//! the verdict says so (the server refuses, failing closed). One exception: the
+//! PID namespace's init when it is the pod sandbox's (`pause` under Kubernetes,
+//! `catatonit` under podman): it only reaps, never dials, and under podman it runs
+//! as root, the UID of every port-forward's socket. (A process that is PID 1 and
+//! renames itself `pause` could borrow a level-basic agent's UID this way; at the
+//! levels with capabilities every table is readable and nothing is exempt.)
 
 use crate::net::diag;
 use std::net::SocketAddr;
@@ -86,7 +91,7 @@ pub fn holder(proc_root: &Path, inode: u64, uid: u32) -> Peer {
         let fds = match std::fs::read_dir(dir.join("fd")) {
             Ok(fds) => fds,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                if owner(&dir) == Some(uid) {
+                if owner(&dir) == Some(uid) && !(pid == 1 && is_sandbox_init(&dir)) {
                     hidden.push(pid);
                 }
                 continue;
@@ -103,6 +108,13 @@ pub fn holder(proc_root: &Path, inode: u64, uid: u32) -> Peer {
         }
     }
     if hidden.is_empty() { Peer::Outside } else { Peer::Unverifiable { pids: hidden, uid } }
+}
+
+/// The pod sandbox's init: the infra container's process, PID 1 of a pod with
+/// a shared PID namespace.
+fn is_sandbox_init(dir: &Path) -> bool {
+    let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+    matches!(comm.trim_end(), "pause" | "catatonit")
 }
 
 /// The real UID of a process (`Uid:` in status, readable by anyone).

@@ -345,6 +345,24 @@ def check_agent(pod: Pod, values: dict, level: str, info: dict) -> None:
         R.check(f"{n}: in-kernel counting refused with its real cause", want in why, why)
 
 
+def check_neighbour(pod: Pod) -> None:
+    """A process of the app container dials the agent on the pod's loopback: the
+    agent refuses it osl.v1 (the sandbox test checks the PERMISSION_DENIED a client
+    gets; here, that the engine's pod is told apart from the port-forward path)."""
+    n = pod.name
+    # nc holds the connection while sleep keeps its stdin open, then both exit.
+    run("podman", "exec", pod.ids["app"], "/bin/sh", "-c", "/bin/sleep 2 | /bin/busybox nc 127.0.0.1 7450",
+        check=False, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while "Neighbour" not in pod.logs("osl-agent") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    refused = [l for l in pod.logs("osl-agent").splitlines() if "osl.v1 refused" in l]
+    R.check(f"{n}: a connection from the app container is refused, naming its process",
+            any("Neighbour" in l and "busybox" in l for l in refused), refused[-3:])
+    R.check(f"{n}: the port-forward path is never refused", not any("Neighbour" not in l for l in refused),
+            refused[-3:])
+
+
 def check_diagnose(pod: Pod) -> dict:
     n = pod.name
     d = pod.osl_json("diagnose")
@@ -575,6 +593,7 @@ def main() -> int:
             close_peer(pod)
             d = check_diagnose(pod)
             check_close_wait(pod, d)
+            check_neighbour(pod)
             if name == "ptrace":
                 check_strace(pod, ["--backend", "ptrace"], "ptrace", "asked for")
                 check_oom(pod)
