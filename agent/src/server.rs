@@ -35,6 +35,11 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Connections open at once; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections of refused callers (the pod's own processes) kept open to be told
+/// PERMISSION_DENIED; they give back their place among [`MAX_CONNECTIONS`], and
+/// beyond these few are closed at once, so a neighbour cannot crowd out the
+/// port-forwards.
+const MAX_REFUSED_CONNECTIONS: usize = 4;
 /// Calls in flight on one connection (HTTP/2 streams).
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 /// A connection whose peer answers no HTTP/2 ping within this is closed.
@@ -216,6 +221,7 @@ pub async fn serve_health(listener: TcpListener, shutdown: impl Future<Output = 
 fn accept(listener: TcpListener, check_in: Option<PathBuf>) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(8);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refused_slots = Arc::new(Semaphore::new(MAX_REFUSED_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -231,15 +237,20 @@ fn accept(listener: TcpListener, check_in: Option<PathBuf>) -> ReceiverStream<io
                     }
                 },
             };
-            let (tx, check_in) = (tx.clone(), check_in.clone());
+            let (tx, check_in, refused_slots) = (tx.clone(), check_in.clone(), refused_slots.clone());
             tokio::spawn(async move {
                 let peer = match (check_in, stream.local_addr()) {
                     (None, _) => Peer::Outside,
                     (Some(root), Ok(local)) => check(root, local, remote).await,
                     (Some(_), Err(e)) => Peer::Unknown { why: format!("the connection's address: {e}") },
                 };
+                let mut slot = slot;
                 if !peer.allowed() {
                     warn!(%remote, peer = ?peer, "osl.v1 refused on this connection: {}", peer.refusal());
+                    match refused_slots.try_acquire_owned() {
+                        Ok(refused) => slot = refused,
+                        Err(_) => return, // closed: enough refused callers are being told why
+                    }
                 }
                 let info = ConnInfo { remote: Some(remote), peer: Arc::new(peer) };
                 let _ = tx.send(Ok(Conn { io: stream, info, _slot: slot })).await;

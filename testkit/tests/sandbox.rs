@@ -421,6 +421,17 @@ fn a_neighbour_container_cannot_borrow_the_agent() {
     let json: serde_json::Value = serde_json::from_slice(&outside.stdout).unwrap();
     assert!(json["processes"].as_array().unwrap().len() >= 3, "{json}");
 
+    // A neighbour holding more connections than the agent takes cannot crowd
+    // the port-forwards out: past a few, its connections are closed at once.
+    let hog = "import socket, time\nheld = []\nfor _ in range(80):\n    try:\n        held.append(socket.create_connection(('127.0.0.1', 7450)))\n    except OSError:\n        pass\ntime.sleep(20)\n";
+    let script = format!("python3 -c \"{hog}\" >/dev/null 2>&1 &");
+    pod.exec("app", &["sh", "-c", &script]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let crowded = pod.net_command(cli).args(["ps", "--agent", "127.0.0.1:7450", "-o", "json"]).output().unwrap();
+    assert!(crowded.status.success(), "{}\nagent log:\n{}", String::from_utf8_lossy(&crowded.stderr), osl.log());
+    assert!(started.elapsed() < Duration::from_secs(10), "served after {:?}", started.elapsed());
+
     // --allow-pod-peers serves the pod's own processes.
     let open = pod.exec("app", &[cli, "ps", "--agent", "127.0.0.1:7451"]).unwrap();
     assert!(open.status.success(), "{}", String::from_utf8_lossy(&open.stderr));
