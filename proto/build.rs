@@ -18,6 +18,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".osl.v1.Socket.tcp_state", "tcp_state"),
     (".osl.v1.ListFdsRequest.kinds", "fd_kind::list"),
     (".osl.v1.ListFdsRequest.tcp_states", "tcp_state::list"),
+    (".osl.v1.ListFdsRequest.fdinfo", "fd_info_level"),
     (".osl.v1.Report.kind", "report_kind"),
     (".osl.v1.ReportSummary.kind", "report_kind"),
     (".osl.v1.SyscallProfile.backend", "profile_backend"),

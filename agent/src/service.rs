@@ -273,7 +273,13 @@ impl Agent {
     pub fn list_fds(&self, req: v1::ListFdsRequest) -> Result<v1::ListFdsResponse> {
         let kinds: Vec<v1::FdKind> = enum_list(&req.kinds, "kind")?;
         let states: Vec<v1::TcpState> = enum_list(&req.tcp_states, "tcp state")?;
-        let (mut p, table) = self.collector.process_fds(req.pid, req.start_time_ticks, self.sampler.as_deref())?;
+        let detail = match v1::FdInfoLevel::try_from(req.fdinfo) {
+            Ok(v1::FdInfoLevel::Unspecified | v1::FdInfoLevel::Full) => crate::fds::Detail::default(),
+            Ok(v1::FdInfoLevel::Table) => crate::fds::Detail::table(),
+            Err(_) => return Err(AgentError::InvalidArgument(format!("unknown fdinfo level {}", req.fdinfo))),
+        };
+        let (mut p, table) =
+            self.collector.process_fds(req.pid, req.start_time_ticks, self.sampler.as_deref(), detail)?;
         // A one-off read (--local) has no history; a running agent says why it has no trend yet.
         if p.fd_trend.is_none() && p.fd_summary.is_some() && self.sampler.is_some() {
             p.unavailable.push(crate::model::Unavailable::new(

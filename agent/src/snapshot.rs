@@ -191,9 +191,10 @@ impl Collector {
         pid: i32,
         start_time_ticks: Option<u64>,
         sampler: Option<&FdSampler>,
+        detail: fds::Detail,
     ) -> Result<(Process, Option<FdTable>), AgentError> {
         let mut p = self.process(pid, start_time_ticks)?;
-        let table = self.fd_table(&mut p, &NetnsCache::default(), sampler, fds::Detail::default());
+        let table = self.fd_table(&mut p, &NetnsCache::default(), sampler, detail);
         Ok((p, table))
     }
 

@@ -236,6 +236,9 @@ async fn ask(
                 start_time_ticks: None,
                 kinds: args.kind.clone(),
                 tcp_states: args.state.clone(),
+                // The default table shows no offset or flags: only -o wide and the data formats need every fdinfo.
+                fdinfo: if view.output() == Output::Table { v1::FdInfoLevel::Table } else { v1::FdInfoLevel::Full }
+                    as i32,
             };
             let resp = backend.list_fds(req).await?;
             view.fds(&resp)?;

@@ -75,6 +75,7 @@ enum_names!(process_state, crate::v1::ProcessState, "PROCESS_STATE_");
 enum_names!(cgroup_version, crate::v1::CgroupVersion, "CGROUP_VERSION_");
 enum_names!(privilege_level, crate::v1::PrivilegeLevel, "PRIVILEGE_LEVEL_");
 enum_names!(fd_kind, crate::v1::FdKind, "FD_KIND_");
+enum_names!(fd_info_level, crate::v1::FdInfoLevel, "FD_INFO_LEVEL_");
 enum_names!(tcp_state, crate::v1::TcpState, "TCP_STATE_");
 enum_names!(report_kind, crate::v1::ReportKind, "REPORT_KIND_");
 enum_names!(profile_backend, crate::v1::ProfileBackend, "PROFILE_BACKEND_");

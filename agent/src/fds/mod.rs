@@ -44,24 +44,46 @@ pub fn read_table(
 pub struct Detail {
     /// Describe at most this many fds (the lowest numbers); count the rest.
     pub cap: usize,
-    /// Read each fd's fdinfo (offset, flags, per-kind detail). Summaries and
-    /// findings need only the link and, for paths, a stat: without it a read
+    /// Which fds' fdinfo (offset, flags, per-kind detail) is read. Summaries and
+    /// findings need only the link and, for paths, a stat: without fdinfo a read
     /// costs half the syscalls, and half the kernel's dentries (charged to the
     /// agent's cgroup) for /proc/PID/fdinfo/N.
-    pub fdinfo: bool,
+    pub fdinfo: Fdinfo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fdinfo {
+    None,
+    /// Only where fdinfo is the fd's detail (an eventfd's count, an epoll's
+    /// watches…): what the default fd table shows.
+    DetailKinds,
+    All,
 }
 
 impl Default for Detail {
     fn default() -> Self {
-        Self { cap: MAX_FDS_READ, fdinfo: true }
+        Self { cap: MAX_FDS_READ, fdinfo: Fdinfo::All }
     }
 }
 
 impl Detail {
     /// What summaries and findings need.
     pub fn summary() -> Self {
-        Self { fdinfo: false, ..Self::default() }
+        Self { fdinfo: Fdinfo::None, ..Self::default() }
     }
+
+    /// What the default fd table shows.
+    pub fn table() -> Self {
+        Self { fdinfo: Fdinfo::DetailKinds, ..Self::default() }
+    }
+}
+
+/// Kinds whose fdinfo is what they are (the rest: offset and flags only).
+fn detail_in_fdinfo(kind: FdKind) -> bool {
+    matches!(
+        kind,
+        FdKind::Eventfd | FdKind::Epoll | FdKind::Timerfd | FdKind::Signalfd | FdKind::Inotify | FdKind::Pidfd
+    )
 }
 
 /// [`read_table`], filling in what `detail` asks for.
@@ -81,13 +103,16 @@ pub fn read_table_with(
         }
     }
     let fd_dir = open_subdir(&proc_dir, pid_dir, "fd")?;
-    let info_dir = if detail.fdinfo { Some(open_subdir(&proc_dir, pid_dir, "fdinfo")?) } else { None };
+    let info_dir = match detail.fdinfo {
+        Fdinfo::None => None,
+        Fdinfo::DetailKinds | Fdinfo::All => Some(open_subdir(&proc_dir, pid_dir, "fdinfo")?),
+    };
     let mut numbers = list(&fd_dir, &pid_dir.join("fd"))?;
     numbers.sort_unstable();
     let not_read = numbers.len().saturating_sub(cap);
     numbers.truncate(cap);
 
-    let reader = Reader { fd_dir: &fd_dir, info_dir: info_dir.as_ref() };
+    let reader = Reader { fd_dir: &fd_dir, info_dir: info_dir.as_ref(), all_fdinfo: detail.fdinfo == Fdinfo::All };
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) * 2).min(MAX_THREADS);
     let parallel = numbers.len() >= PARALLEL_FROM && threads >= 2;
     let prefetch = Prefetch { started: AtomicBool::new(false), tables: OnceLock::new(), sockets: &sockets };
@@ -178,6 +203,8 @@ enum Read {
 struct Reader<'a> {
     fd_dir: &'a OwnedFd,
     info_dir: Option<&'a OwnedFd>,
+    /// Every fd's fdinfo, not only the kinds whose detail it is.
+    all_fdinfo: bool,
 }
 
 impl Reader<'_> {
@@ -235,7 +262,7 @@ impl Reader<'_> {
                 Err(_) => FdKind::Other,
             },
         };
-        if let Some(info_dir) = self.info_dir {
+        if let Some(info_dir) = self.info_dir.filter(|_| self.all_fdinfo || detail_in_fdinfo(fd.kind)) {
             match read_at(info_dir, name, info_buf) {
                 Ok(()) => fd.info = fdinfo::parse(info_buf).ok(),
                 Err(rustix::io::Errno::NOENT) => return Read::Closed,
@@ -343,7 +370,7 @@ mod tests {
         let me = Path::new("/proc/self");
         let full = read_table(me, None, || Arc::new(SocketTables::default())).unwrap();
         let sockets = || Arc::new(SocketTables::default());
-        let capped = read_table_with(me, None, sockets, Detail { cap: 64, fdinfo: false }).unwrap();
+        let capped = read_table_with(me, None, sockets, Detail { cap: 64, fdinfo: Fdinfo::None }).unwrap();
         assert!(capped.fds.iter().all(|fd| fd.info.is_none()));
         assert!(full.fds.iter().all(|fd| fd.info.is_some()));
         assert_eq!(capped.fds.len(), 64);

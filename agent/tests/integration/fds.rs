@@ -54,6 +54,43 @@ mod table {
         states
     }
 
+    /// The default table asks for fdinfo only where it is the fd's detail: the
+    /// same fds, kinds and targets, the detail of eventfds and epolls kept, and
+    /// no offset or flags read for the rest.
+    #[test]
+    fn the_table_level_reads_fdinfo_only_for_the_kinds_it_details() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_osl-testproc"));
+        cmd.args(["kinds", &server.local_addr().unwrap().port().to_string(), dir.path().to_str().unwrap()]);
+        cmd.stderr(Stdio::null());
+        let child = TestProc::start(cmd);
+        let agent = Agent::new(&Roots::default());
+        let ask = |level: v1::FdInfoLevel| {
+            let req = v1::ListFdsRequest { pid: child.pid, fdinfo: level as i32, ..Default::default() };
+            agent.list_fds(req).unwrap().fds
+        };
+        let (full, table) = (ask(v1::FdInfoLevel::Full), ask(v1::FdInfoLevel::Table));
+        let shape = |fds: &[v1::Fd]| fds.iter().map(|f| (f.fd, f.kind, f.target.clone())).collect::<Vec<_>>();
+        assert_eq!(shape(&full), shape(&table));
+        let detailed =
+            [FdKind::Eventfd, FdKind::Epoll, FdKind::Timerfd, FdKind::Signalfd, FdKind::Inotify, FdKind::Pidfd];
+        let mut seen_detail = 0;
+        for (f, t) in full.iter().zip(&table) {
+            assert!(!f.flags.is_empty(), "full reads every fdinfo: {f:?}");
+            if detailed.iter().any(|&k| k as i32 == t.kind) {
+                assert!(t.detail.is_some(), "fd {}: {t:?}", t.fd);
+                if t.kind != FdKind::Timerfd as i32 {
+                    assert_eq!(t.detail, f.detail, "fd {}", t.fd); // a timer's time left moves on
+                }
+                seen_detail += 1;
+            } else {
+                assert!(t.flags.is_empty() && t.pos_bytes.is_none(), "fd {} read fdinfo: {t:?}", t.fd);
+            }
+        }
+        assert!(seen_detail >= 2, "the kinds process has an eventfd and an epoll");
+    }
+
     #[test]
     fn every_kind_of_fd_is_reported_exactly() {
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

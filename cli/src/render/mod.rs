@@ -41,6 +41,10 @@ impl View {
         self.output == Output::Wide
     }
 
+    pub fn output(&self) -> Output {
+        self.output
+    }
+
     /// JSON or YAML of `resp` as it is; for a table, `draw` of `resp` escaped.
     fn show<T>(&self, resp: &T, draw: impl FnOnce(&Self, &T) -> String) -> Result<(), CliError>
     where
