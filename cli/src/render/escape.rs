@@ -22,6 +22,9 @@ use std::fmt::Write as _;
 
 /// Whether a terminal could be steered or fooled by `c`.
 fn unsafe_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_control(); // C0 and DEL; the common case, decided at once
+    }
     c.is_control() // C0 (ESC, CR, BS, NUL…), DEL and C1 (U+0080..U+009F, CSI U+009B)
         || matches!(
             c,
@@ -66,21 +69,76 @@ pub fn text(s: &str) -> Cow<'_, str> {
 /// protocol later is escaped without anyone remembering to.
 ///
 /// The usual answer has nothing to escape, and is cloned once that is known:
-/// compact JSON writes each control character in a string with a backslash and
-/// everything else as it is, so JSON without a backslash and without an unsafe
-/// character has no string that needs escaping. Otherwise the strings are
-/// escaped in YAML's value tree of the message, which keeps what JSON's would
-/// lose (NaN and infinite floats).
-pub fn message<T>(msg: &T) -> Result<T, serde_norway::Error>
+/// compact JSON writes a control character in a string as a backslash escape
+/// other than `\\` and `\"`, and every other character as it is, so JSON with
+/// no such escape and no unsafe character has no string that needs escaping (a
+/// finding quoting "Too many open files" does not send a 17,000-fd answer down
+/// the slow path). Otherwise the strings are escaped in YAML's value tree of the
+/// message, which keeps what JSON's would lose (NaN and infinite floats).
+pub fn message<T>(msg: &T) -> Result<Cow<'_, T>, serde_norway::Error>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Clone,
 {
-    let json = serde_json::to_string(msg).map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
-    if !json.contains('\\') && !json.chars().any(unsafe_char) {
-        return Ok(msg.clone());
+    let mut scan = Scan::default();
+    serde_json::to_writer(&mut scan, msg).map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
+    if !scan.unsafe_seen {
+        return Ok(Cow::Borrowed(msg));
     }
     let mut value = serde_norway::to_value(msg)?;
-    if escape_value(&mut value) { serde_norway::from_value(value) } else { Ok(msg.clone()) }
+    if escape_value(&mut value) { serde_norway::from_value(value).map(Cow::Owned) } else { Ok(Cow::Borrowed(msg)) }
+}
+
+/// Whether a string in this compact JSON holds an unsafe character.
+#[cfg(test)]
+fn json_needs_escaping(json: &str) -> bool {
+    let mut scan = Scan::default();
+    std::io::Write::write_all(&mut scan, json.as_bytes()).is_ok() && scan.unsafe_seen
+}
+
+/// Reads compact JSON as serde_json writes it, keeping nothing (an answer of
+/// 17,000 fds is 8 MB of JSON): whether a string holds an unsafe character.
+#[derive(Default)]
+struct Scan {
+    unsafe_seen: bool,
+    /// The last byte written was a backslash that opens an escape.
+    in_escape: bool,
+}
+
+impl std::io::Write for Scan {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.unsafe_seen {
+            return Ok(buf.len());
+        }
+        let mut i = 0;
+        let mut non_ascii = false;
+        while i < buf.len() {
+            non_ascii |= buf[i] >= 0x80;
+            if buf[i] == 0x7f {
+                self.unsafe_seen = true; // DEL: JSON leaves it raw
+                return Ok(buf.len());
+            }
+            if self.in_escape {
+                self.in_escape = false;
+                // \n, \t, \r, \b, \f, \u00XX: a control character; \\ and \" are not.
+                if !matches!(buf[i], b'\\' | b'"') {
+                    self.unsafe_seen = true;
+                    return Ok(buf.len());
+                }
+            } else if buf[i] == b'\\' {
+                self.in_escape = true;
+            }
+            i += 1;
+        }
+        // serde_json writes strings in pieces cut at ASCII bytes: each is UTF-8.
+        if non_ascii {
+            self.unsafe_seen = String::from_utf8_lossy(buf).chars().any(|c| !c.is_ascii() && unsafe_char(c));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Escapes every string in `v`; true if one changed.
@@ -145,6 +203,17 @@ mod tests {
     }
 
     #[test]
+    fn only_a_control_character_in_json_takes_the_slow_path() {
+        let json = |s: &str| serde_json::to_string(&s).unwrap();
+        for safe in ["fail with EMFILE \"Too many open files\"", "C:\\dir", "agent-escaped \\x1b", "日本語"] {
+            assert!(!json_needs_escaping(&json(safe)), "{safe:?}");
+        }
+        for bad in ["a\nb", "tab\t", "esc\x1b", "\u{202e}rtl", "\\\x07", "c1 \u{9b}"] {
+            assert!(json_needs_escaping(&json(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn every_string_of_a_message_is_escaped_and_the_numbers_kept() {
         let resp = v1::DiagnoseResponse {
             processes: vec![v1::Process {
@@ -168,7 +237,7 @@ mod tests {
         };
         let mut nan = resp.clone();
         nan.processes[0].fd_trend = Some(v1::FdTrend { slope_per_sec: f64::NAN, ..Default::default() });
-        let e = message(&nan).unwrap();
+        let e = message(&nan).unwrap().into_owned();
         assert!(e.processes[0].fd_trend.as_ref().unwrap().slope_per_sec.is_nan());
         assert_eq!(e.processes[0].comm, "x\\x1b[2J");
         assert_eq!(e.processes[0].cmdline, ["run", "\\u{202e}gnp.exe"]);
@@ -178,9 +247,9 @@ mod tests {
         assert_eq!(e.containers[0].cpu.as_ref().unwrap().usage_usec, Some(u64::MAX));
         // Nothing to escape: the same message back (a quote and the agent's own escapes too).
         let clean = v1::DiagnoseResponse { processes: vec![v1::Process::default()], ..Default::default() };
-        assert_eq!(message(&clean).unwrap(), clean);
+        assert_eq!(*message(&clean).unwrap(), clean);
         let quoted = v1::Process { comm: "say \"hi\" \\x1b 日本".into(), ..Default::default() };
-        assert_eq!(message(&quoted).unwrap(), quoted);
+        assert_eq!(*message(&quoted).unwrap(), quoted);
         // What compact JSON leaves raw (DEL, C1, bidi) is found as surely as what it escapes.
         for raw in ["\x7f", "\u{9b}", "\u{2066}", "\x1b", "\0"] {
             let p = v1::Process { comm: format!("a{raw}b"), ..Default::default() };
