@@ -50,6 +50,7 @@ pub fn process(p: &model::Process) -> v1::Process {
         cmdline: p.cmdline.iter().map(|a| escape(a)).collect(),
         cmdline_redacted: p.cmdline_redacted,
         cmdline_truncated: p.cmdline_truncated,
+        kernel_thread: p.kernel_thread,
         state: process_state(p.state) as i32,
         uid: p.ids.map(|i| i.uid),
         euid: p.ids.map(|i| i.euid),

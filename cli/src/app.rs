@@ -191,7 +191,7 @@ async fn ask(
     names: &HashMap<String, String>,
     pod: Option<&Pod>,
 ) -> Result<u8, CliError> {
-    let view = render::View::detect(cli.output);
+    let view = render::View::detect(cli.output).with_kernel_threads(cli.all);
     match &cli.command {
         Command::Blocked(args) => {
             let req = v1::SampleBlockedRequest {

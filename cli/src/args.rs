@@ -32,6 +32,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
     pub output: Output,
+    /// Tables also list kernel threads ([kworker/…]: a host has a hundred, a pod none).
+    #[arg(long, global = true)]
+    pub all: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -22,6 +22,8 @@ use std::io::{IsTerminal, Write};
 
 pub struct View {
     output: Output,
+    /// Tables list kernel threads too (`--all`).
+    kernel_threads: bool,
     /// Terminal width when stdout is a terminal; tables are not wrapped for pipes.
     width: Option<u16>,
 }
@@ -34,7 +36,23 @@ impl View {
             .is_terminal()
             .then(|| columns.or_else(|| terminal_size::terminal_size().map(|(w, _)| w.0)))
             .flatten();
-        Self { output, width }
+        Self { output, width, kernel_threads: false }
+    }
+
+    /// Tables list kernel threads too.
+    pub fn with_kernel_threads(mut self, shown: bool) -> Self {
+        self.kernel_threads = shown;
+        self
+    }
+
+    /// The processes a table lists: without kernel threads unless asked, and how
+    /// many were left out.
+    fn listed<'a>(&self, processes: &'a [v1::Process]) -> (std::borrow::Cow<'a, [v1::Process]>, usize) {
+        let hidden = if self.kernel_threads { 0 } else { processes.iter().filter(|p| p.kernel_thread).count() };
+        if hidden == 0 {
+            return (std::borrow::Cow::Borrowed(processes), 0);
+        }
+        (processes.iter().filter(|p| !p.kernel_thread).cloned().collect(), hidden)
     }
 
     fn wide(&self) -> bool {
@@ -75,9 +93,11 @@ impl View {
 
     fn processes_text(&self, resp: &v1::ListProcessesResponse) -> String {
         let mut out = String::new();
-        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
+        let (processes, hidden) = self.listed(&resp.processes);
+        out.push_str(&tables::processes(&processes, self.wide(), self.width));
         out.push('\n');
-        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, None);
+        hidden_note(&mut out, hidden);
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &processes, None);
         out
     }
 
@@ -99,24 +119,26 @@ impl View {
                 out.push('\n');
             }
         }
+        let (processes, hidden) = self.listed(&resp.processes);
         out.push_str(&heading("PROCESSES"));
-        out.push_str(&tables::processes(&resp.processes, self.wide(), self.width));
+        out.push_str(&tables::processes(&processes, self.wide(), self.width));
         out.push_str("\n\n");
-        if resp.processes.iter().any(|p| p.blocked.is_some()) {
+        if processes.iter().any(|p| p.blocked.is_some()) {
             out.push_str(&heading("BLOCKED IN (sampled from /proc, no stops)"));
-            out.push_str(&blocked_table(&resp.processes, self.wide(), self.width));
+            out.push_str(&blocked_table(&processes, self.wide(), self.width));
             out.push_str("\n\n");
         }
-        if resp.processes.iter().any(|p| p.fd_summary.is_some()) {
+        if processes.iter().any(|p| p.fd_summary.is_some()) {
             out.push_str(&heading("FILE DESCRIPTORS"));
-            out.push_str(&fds::summaries(&resp.processes, self.wide(), self.width));
+            out.push_str(&fds::summaries(&processes, self.wide(), self.width));
             out.push('\n');
             if let Some(t) = &resp.fd_totals {
                 out.push_str(&format!("pod total: {}\n", fds::summary_line(t)));
             }
             out.push('\n');
         }
-        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &resp.processes, Some(resp.capture_usec));
+        hidden_note(&mut out, hidden);
+        notes(&mut out, resp.agent.as_ref(), &resp.unavailable, &processes, Some(resp.capture_usec));
         out
     }
 
@@ -404,7 +426,14 @@ fn notes(
 }
 
 fn is_kernel_thread(p: &v1::Process) -> bool {
-    p.unavailable.iter().any(|u| u.reason.starts_with("kernel thread"))
+    p.kernel_thread || p.unavailable.iter().any(|u| u.reason.starts_with("kernel thread"))
+}
+
+fn hidden_note(out: &mut String, hidden: usize) {
+    if hidden > 0 {
+        let dim = Style::new().dimmed();
+        out.push_str(&format!("{dim}{hidden} kernel thread(s) not listed (--all lists them){dim:#}\n"));
+    }
 }
 
 /// Text with styles: anstream drops them for pipes and NO_COLOR.
@@ -461,7 +490,7 @@ mod tests {
     }
 
     fn table() -> View {
-        View { output: Output::Table, width: None }
+        View { output: Output::Table, width: None, kernel_threads: false }
     }
 
     /// The text with this module's own styles taken out: anything left that a
@@ -530,11 +559,26 @@ mod tests {
             unavailable: vec![v1::Unavailable { field: "x".into(), reason: hostile("why"), ..Default::default() }],
             ..Default::default()
         };
-        for view in [table(), View { output: Output::Wide, width: Some(80) }] {
+        for view in [table(), View { output: Output::Wide, width: Some(80), kernel_threads: false }] {
             let text = view.text(&resp, View::processes_text).unwrap();
             assert_escaped(&text);
             assert!(text.contains("/bin/cmd\\x1b[2J"), "{text}");
         }
+    }
+
+    #[test]
+    fn kernel_threads_are_listed_only_with_all() {
+        let kworker = v1::Process { pid: 7, comm: "kworker/0:1".into(), kernel_thread: true, ..Default::default() };
+        let app = v1::Process { pid: 4242, comm: "app".into(), ..Default::default() };
+        let resp = v1::ListProcessesResponse { processes: vec![kworker, app], ..Default::default() };
+        let text = table().text(&resp, View::processes_text).unwrap();
+        assert!(text.contains("4242") && !text.contains("kworker"), "{text}");
+        assert!(text.contains("1 kernel thread(s) not listed (--all lists them)"), "{text}");
+        let all = table().with_kernel_threads(true).text(&resp, View::processes_text).unwrap();
+        assert!(all.contains("kworker") && !all.contains("not listed"), "{all}");
+        let diag = v1::DiagnoseResponse { processes: resp.processes.clone(), ..Default::default() };
+        let text = table().text(&diag, View::diagnose_text).unwrap();
+        assert!(!text.contains("kworker") && text.contains("not listed"), "{text}");
     }
 
     #[test]
@@ -602,7 +646,7 @@ mod tests {
             findings: vec![finding()],
             ..Default::default()
         };
-        for view in [table(), View { output: Output::Wide, width: None }] {
+        for view in [table(), View { output: Output::Wide, width: None, kernel_threads: false }] {
             let text = view.text(&resp, View::fds_text).unwrap();
             assert_escaped(&text);
             for part in ["/tmp/file\\x1b[2J", "/run/sock\\x1b[2J", "1.2.3.4:5\\x1b[2J", "10.0.0.1\\x1b[2J"] {
