@@ -79,66 +79,11 @@ pub fn message<T>(msg: &T) -> Result<Cow<'_, T>, serde_norway::Error>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Clone,
 {
-    let mut scan = Scan::default();
-    serde_json::to_writer(&mut scan, msg).map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
-    if !scan.unsafe_seen {
+    if !super::scan::any_string(msg, unsafe_char) {
         return Ok(Cow::Borrowed(msg));
     }
     let mut value = serde_norway::to_value(msg)?;
     if escape_value(&mut value) { serde_norway::from_value(value).map(Cow::Owned) } else { Ok(Cow::Borrowed(msg)) }
-}
-
-/// Whether a string in this compact JSON holds an unsafe character.
-#[cfg(test)]
-fn json_needs_escaping(json: &str) -> bool {
-    let mut scan = Scan::default();
-    std::io::Write::write_all(&mut scan, json.as_bytes()).is_ok() && scan.unsafe_seen
-}
-
-/// Reads compact JSON as serde_json writes it, keeping nothing (an answer of
-/// 17,000 fds is 8 MB of JSON): whether a string holds an unsafe character.
-#[derive(Default)]
-struct Scan {
-    unsafe_seen: bool,
-    /// The last byte written was a backslash that opens an escape.
-    in_escape: bool,
-}
-
-impl std::io::Write for Scan {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.unsafe_seen {
-            return Ok(buf.len());
-        }
-        let mut i = 0;
-        let mut non_ascii = false;
-        while i < buf.len() {
-            non_ascii |= buf[i] >= 0x80;
-            if buf[i] == 0x7f {
-                self.unsafe_seen = true; // DEL: JSON leaves it raw
-                return Ok(buf.len());
-            }
-            if self.in_escape {
-                self.in_escape = false;
-                // \n, \t, \r, \b, \f, \u00XX: a control character; \\ and \" are not.
-                if !matches!(buf[i], b'\\' | b'"') {
-                    self.unsafe_seen = true;
-                    return Ok(buf.len());
-                }
-            } else if buf[i] == b'\\' {
-                self.in_escape = true;
-            }
-            i += 1;
-        }
-        // serde_json writes strings in pieces cut at ASCII bytes: each is UTF-8.
-        if non_ascii {
-            self.unsafe_seen = String::from_utf8_lossy(buf).chars().any(|c| !c.is_ascii() && unsafe_char(c));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Escapes every string in `v`; true if one changed.
@@ -203,14 +148,16 @@ mod tests {
     }
 
     #[test]
-    fn only_a_control_character_in_json_takes_the_slow_path() {
-        let json = |s: &str| serde_json::to_string(&s).unwrap();
+    fn only_an_unsafe_character_takes_the_slow_path() {
+        let finding = |m: &str| v1::Finding { message: m.into(), ..Default::default() };
         for safe in ["fail with EMFILE \"Too many open files\"", "C:\\dir", "agent-escaped \\x1b", "日本語"] {
-            assert!(!json_needs_escaping(&json(safe)), "{safe:?}");
+            assert!(!super::super::scan::any_string(&finding(safe), unsafe_char), "{safe:?}");
         }
-        for bad in ["a\nb", "tab\t", "esc\x1b", "\u{202e}rtl", "\\\x07", "c1 \u{9b}"] {
-            assert!(json_needs_escaping(&json(bad)), "{bad:?}");
+        for bad in ["a\nb", "tab\t", "esc\x1b", "\u{202e}rtl", "del\x7f", "c1 \u{9b}"] {
+            assert!(super::super::scan::any_string(&finding(bad), unsafe_char), "{bad:?}");
         }
+        let key = v1::Finding { evidence: [("k\x1b".to_string(), "v".to_string())].into(), ..Default::default() };
+        assert!(super::super::scan::any_string(&key, unsafe_char), "map keys are strings too");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod escape;
 mod fds;
 mod reports;
+mod scan;
 mod syscalls;
 mod tables;
 mod units;
