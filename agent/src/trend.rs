@@ -57,6 +57,28 @@ impl FdSampler {
     }
 }
 
+/// Least-squares slope of timed values, per second (fd counts here, a working
+/// set in the watcher); `None` without two distinct times. Two passes, nothing
+/// allocated: the watcher calls it every poll.
+pub fn slope_per_sec<I: Iterator<Item = (Instant, u64)> + Clone>(samples: I) -> Option<f64> {
+    let t0 = samples.clone().next()?.0;
+    let x = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+    let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (t, v) in samples.clone() {
+        n += 1.0;
+        sx += x(t);
+        sy += v as f64;
+    }
+    let (mx, my) = (sx / n, sy / n);
+    let (mut sxx, mut sxy) = (0.0, 0.0);
+    for (t, v) in samples {
+        let dx = x(t) - mx;
+        sxx += dx * dx;
+        sxy += dx * (v as f64 - my);
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 /// Least-squares slope over the samples; "growing" when the count rose overall and
 /// fell in at most one step in ten.
 pub fn trend_of(samples: impl Iterator<Item = (Instant, u64)>, soft_limit: Option<u64>) -> Option<FdTrend> {
@@ -65,16 +87,7 @@ pub fn trend_of(samples: impl Iterator<Item = (Instant, u64)>, soft_limit: Optio
         return None;
     }
     let t0 = samples[0].0;
-    let xs: Vec<f64> = samples.iter().map(|(t, _)| (*t - t0).as_secs_f64()).collect();
-    let ys: Vec<f64> = samples.iter().map(|(_, n)| *n as f64).collect();
-    let n = xs.len() as f64;
-    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let slope = sxy / sxx;
+    let slope = slope_per_sec(samples.iter().copied())?;
     let (first, last) = (samples[0].1, samples[samples.len() - 1].1);
     let steps = samples.len() - 1;
     let falls = samples.windows(2).filter(|w| w[1].1 < w[0].1).count();
@@ -98,6 +111,15 @@ pub fn trend_of(samples: impl Iterator<Item = (Instant, u64)>, soft_limit: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slope_is_least_squares_and_needs_two_times() {
+        let t0 = Instant::now();
+        let line = (0..10u64).map(|i| (t0 + Duration::from_millis(500 * i), 100 + 3 * i));
+        assert!((slope_per_sec(line).unwrap() - 6.0).abs() < 1e-9, "3 every half second");
+        assert_eq!(slope_per_sec([(t0, 1), (t0, 5)].into_iter()), None);
+        assert_eq!(slope_per_sec(std::iter::empty()), None);
+    }
 
     fn series(counts: &[u64], step_ms: u64) -> Vec<(Instant, u64)> {
         let t0 = Instant::now();

@@ -687,19 +687,7 @@ fn near(pct: f64, ws: u64, limit: u64, growth: f64) -> bool {
 
 /// Least-squares growth of the working set, bytes a second.
 pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
-    if samples.len() < 2 {
-        return 0.0;
-    }
-    let t0 = samples[0].0;
-    let xs: Vec<f64> = samples.iter().map(|(t, _)| t.duration_since(t0).as_secs_f64()).collect();
-    let n = xs.len() as f64;
-    let mx = xs.iter().sum::<f64>() / n;
-    let my = samples.iter().map(|(_, v)| *v as f64).sum::<f64>() / n;
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    if sxx <= 0.0 {
-        return 0.0;
-    }
-    xs.iter().zip(samples).map(|(x, (_, v))| (x - mx) * (*v as f64 - my)).sum::<f64>() / sxx
+    crate::trend::slope_per_sec(samples.iter().copied()).unwrap_or(0.0)
 }
 
 /// What the cheap poll reads.
