@@ -29,6 +29,7 @@ pub mod redact;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod testing;
 pub mod trend;
 pub mod watch;
 

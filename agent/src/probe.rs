@@ -356,9 +356,7 @@ mod tests {
     /// pid 1 has CAP_SYS_RESOURCE, which root here has not): EPERM, as ptrace(2) says.
     #[test]
     fn the_live_trials_succeed_as_root() {
-        if !rustix::process::geteuid().is_root() {
-            assert!(std::env::var("CI").is_err(), "CI runs as root");
-            eprintln!("skipped: the live privilege trials need root");
+        if !crate::testing::privileged("the_live_trials_succeed_as_root", "the live privilege trials") {
             return;
         }
         assert_eq!(Kernel.bpf(), Ok(()));

@@ -1037,8 +1037,13 @@ mod tests {
         }
     }
 
+    const BPF: &str = "loading BPF programs: CAP_BPF and CAP_PERFMON";
+
     #[test]
     fn rejected_program_carries_the_verifier_log() {
+        if !crate::testing::privileged("rejected_program_carries_the_verifier_log", BPF) {
+            return;
+        }
         // r0 is never set before exit.
         match load_program("osl_bad", &[exit()]) {
             Err(BpfError::Rejected { what, log }) => {
@@ -1113,16 +1118,23 @@ mod tests {
 
     #[test]
     fn regs_key_counts_and_forgets() {
-        counts_a_thread_and_forgets_it_at_exit(ThreadKey::Regs);
+        if crate::testing::privileged("regs_key_counts_and_forgets", BPF) {
+            counts_a_thread_and_forgets_it_at_exit(ThreadKey::Regs);
+        }
     }
 
     #[test]
     fn task_key_counts_and_forgets() {
-        counts_a_thread_and_forgets_it_at_exit(ThreadKey::Task);
+        if crate::testing::privileged("task_key_counts_and_forgets", BPF) {
+            counts_a_thread_and_forgets_it_at_exit(ThreadKey::Task);
+        }
     }
 
     #[test]
     fn drop_detaches() {
+        if !crate::testing::privileged("drop_detaches", BPF) {
+            return;
+        }
         const BPF_PROG_GET_FD_BY_ID: u32 = 13;
         const BPF_LINK_GET_FD_BY_ID: u32 = 30;
         let counter = Counter::attach(pidns_of_self().unwrap(), &[std::process::id()]).unwrap();
