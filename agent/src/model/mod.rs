@@ -48,6 +48,8 @@ pub struct Process {
     pub capabilities: Option<u64>,
     pub tracer_pid: Option<i32>,
     pub cgroups: Vec<CgroupMembership>,
+    /// The container id in the container cgroup's path (see [`Process::container_id`]).
+    pub container_id: Option<String>,
     pub exited_mid_read: bool,
     pub unavailable: Vec<Unavailable>,
     /// Read by Diagnose and ListFds only (it reads every fd).
@@ -65,9 +67,10 @@ impl Process {
             .or_else(|| self.cgroups.iter().find(|c| c.hierarchy == 0))
     }
 
-    /// The container id in the process's cgroup path, if it has one.
+    /// The container id in the process's cgroup path, if it has one (the reader
+    /// parses it from [`Process::container_cgroup`]).
     pub fn container_id(&self) -> Option<String> {
-        crate::cgroup::mounts::container_id(&self.container_cgroup()?.path)
+        self.container_id.clone()
     }
 
     /// A zombie, not a live process whose main thread exited (also state Z, but
