@@ -131,7 +131,7 @@ pub async fn pod_backend(
     let found = match (agent::find(pod), attach) {
         (Some(a), _) if a.running => a,
         (_, Some(level)) => {
-            attach::attach(cluster, pod, None, attach::DEFAULT_IMAGE, level, std::time::Duration::from_secs(60))
+            attach::attach(cluster, pod, None, crate::args::DEFAULT_IMAGE, level, std::time::Duration::from_secs(60))
                 .await?
                 .0
         }

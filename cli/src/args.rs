@@ -6,6 +6,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The agent's image `attach` adds (the chart's, at this version).
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/osl-dev/osl-agent:", env!("CARGO_PKG_VERSION"));
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
@@ -165,7 +168,7 @@ pub struct AttachArgs {
     #[arg(short = 'c', long)]
     pub container: Option<String>,
     /// The agent's image.
-    #[arg(long, default_value = crate::k8s::attach::DEFAULT_IMAGE)]
+    #[arg(long, default_value = DEFAULT_IMAGE)]
     pub image: String,
     /// What the agent may do: basic (no capabilities), ptrace (+SYS_PTRACE,
     /// DAC_READ_SEARCH: every process's fds and smaps, ptrace profiles), ebpf

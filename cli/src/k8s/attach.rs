@@ -13,8 +13,6 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/osl-dev/osl-agent:", env!("CARGO_PKG_VERSION"));
-
 /// The capabilities each level adds (as the Helm chart's sidecar has them):
 /// reading another user's /proc/PID/fd needs DAC_READ_SEARCH besides SYS_PTRACE.
 pub fn capabilities(level: Level) -> &'static [&'static str] {
