@@ -2,23 +2,17 @@
 //! [`CONCURRENCY`] at a time), then one line per pod with the worst findings
 //! first, and each pod's findings below (everything with -o wide, json, yaml).
 
-use crate::app::{diagnose_request, exit_for, in_pod, pod_backend};
 use crate::args::{Cli, DiagnoseArgs, Level, Output};
+use crate::calls::{diagnose_request, exit_for, in_pod, pod_backend};
 use crate::error::CliError;
 use crate::k8s::{Cluster, agent};
-use crate::render;
+use crate::render::{self, PodAnswer};
 use k8s_openapi::api::core::v1::Pod;
 use osl_proto::v1;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
 pub const CONCURRENCY: usize = 16;
-
-pub struct PodAnswer {
-    pub pod: String,
-    pub namespace: String,
-    pub answer: Result<v1::DiagnoseResponse, CliError>,
-}
 
 pub async fn diagnose(cli: &Cli, cluster: &Cluster, pods: Vec<Pod>, args: &DiagnoseArgs) -> Result<u8, CliError> {
     let total = pods.len();
@@ -40,7 +34,7 @@ pub async fn diagnose(cli: &Cli, cluster: &Cluster, pods: Vec<Pod>, args: &Diagn
             let answer = async {
                 let (mut backend, names, now) = pod_backend(&cluster, &pod, attach, timeout).await?;
                 let req = diagnose_request(&args, &names);
-                let mut resp = crate::app::with_agent_status(&cluster, &now, backend.diagnose(req).await).await?;
+                let mut resp = crate::calls::with_agent_status(&cluster, &now, backend.diagnose(req).await).await?;
                 in_pod(&mut resp, &names, Some(&now));
                 Ok(resp)
             }

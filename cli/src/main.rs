@@ -3,6 +3,7 @@
 mod app;
 mod args;
 mod backend;
+mod calls;
 mod error;
 mod fanout;
 mod k8s;

@@ -21,6 +21,13 @@ use osl_proto::enum_names;
 use osl_proto::v1;
 use std::io::{IsTerminal, Write};
 
+/// One pod's answer in a workload's diagnose (or why there is none).
+pub struct PodAnswer {
+    pub pod: String,
+    pub namespace: String,
+    pub answer: Result<v1::DiagnoseResponse, CliError>,
+}
+
 pub struct View {
     output: Output,
     /// Tables list kernel threads too (`--all`).
@@ -195,7 +202,7 @@ impl View {
 
     /// Several pods' diagnoses, worst first: a line each, then each pod's
     /// findings (`wide`: everything `diagnose` shows for one pod).
-    pub fn pods(&self, answers: &[crate::fanout::PodAnswer], wide: bool) -> Result<(), CliError> {
+    pub fn pods(&self, answers: &[PodAnswer], wide: bool) -> Result<(), CliError> {
         if matches!(self.output, Output::Json | Output::Yaml) {
             let list: Vec<serde_json::Value> = answers
                 .iter()
@@ -209,7 +216,7 @@ impl View {
         write(&self.pods_text(answers, wide)?)
     }
 
-    fn pods_text(&self, answers: &[crate::fanout::PodAnswer], wide: bool) -> Result<String, CliError> {
+    fn pods_text(&self, answers: &[PodAnswer], wide: bool) -> Result<String, CliError> {
         let mut t =
             tables::Grid::new(vec!["POD", "AGENT", "CRITICAL", "WARN", "PROCESSES", "WORST FINDING"], &[2, 3, 4]);
         let mut sections = String::new();
@@ -604,8 +611,8 @@ mod tests {
         assert_escaped(&table().text(&resp, View::memory_text).unwrap());
         // Several pods: their rows, sections and errors.
         let answers = [
-            crate::fanout::PodAnswer { pod: "web-1".into(), namespace: "ns".into(), answer: Ok(resp.clone()) },
-            crate::fanout::PodAnswer {
+            PodAnswer { pod: "web-1".into(), namespace: "ns".into(), answer: Ok(resp.clone()) },
+            PodAnswer {
                 pod: "web-2".into(),
                 namespace: "ns".into(),
                 answer: Err(CliError::Agent { message: hostile("it broke") }),
