@@ -32,6 +32,7 @@
 //! requests are recorded without `authorization`.
 
 mod discovery;
+mod pod_port;
 mod portforward;
 mod selector;
 mod spdy;

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::Connector;
-use super::portforward::{connect, forward_error};
+use super::pod_port::{connect, forward_error};
 
 /// The SPDY/3 header compression dictionary (draft 3, section 2.6.10.1): these
 /// header names and values, each with a 4-byte big-endian length, then a
