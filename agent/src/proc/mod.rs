@@ -294,8 +294,7 @@ impl Reading<'_> {
         };
         if let Some(groups) = self.parsed("cgroup", &path, parse::parse_cgroups(&bytes)) {
             self.p.cgroups = groups;
-            self.p.container_id =
-                self.p.container_cgroup().and_then(|c| crate::cgroup::mounts::container_id(&c.path));
+            self.p.container_id = self.p.container_cgroup().and_then(|c| crate::cgroup::mounts::container_id(&c.path));
         }
     }
 
