@@ -75,7 +75,6 @@ impl Access {
 /// What the server knows about a connection, in every request's extensions.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    pub remote: Option<SocketAddr>,
     pub peer: Arc<Peer>,
 }
 
@@ -139,26 +138,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     serve_with_access(listener, agent, Access::open(), shutdown).await
-}
-
-/// [`serve`], with every osl.v1 call checked against `token`.
-pub async fn serve_with_token(
-    listener: TcpListener,
-    agent: Arc<Agent>,
-    token: BearerToken,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    serve_with_access(listener, agent, Access { token: token.0, ..Access::open() }, shutdown).await
-}
-
-/// A bearer token, for [`serve_with_token`].
-#[derive(Clone)]
-pub struct BearerToken(Option<String>);
-
-impl BearerToken {
-    pub fn new(token: Option<String>) -> Self {
-        Self(token)
-    }
 }
 
 /// Serves until `shutdown` completes, then finishes the requests in flight.
@@ -252,7 +231,7 @@ fn accept(listener: TcpListener, check_in: Option<PathBuf>) -> ReceiverStream<io
                         Err(_) => return, // closed: enough refused callers are being told why
                     }
                 }
-                let info = ConnInfo { remote: Some(remote), peer: Arc::new(peer) };
+                let info = ConnInfo { peer: Arc::new(peer) };
                 let _ = tx.send(Ok(Conn { io: stream, info, _slot: slot })).await;
             });
         }

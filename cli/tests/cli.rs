@@ -468,8 +468,8 @@ fn an_agent_with_a_token_refuses_calls_without_it() {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let agent = Arc::new(osl_agent::Agent::new(&osl_agent::Roots::default()));
-    let token = osl_agent::server::BearerToken::new(Some("s3cret-token".into()));
-    rt.spawn(osl_agent::server::serve_with_token(listener, agent, token, std::future::pending()));
+    let access = osl_agent::server::Access { token: Some("s3cret-token".into()), ..osl_agent::server::Access::open() };
+    rt.spawn(osl_agent::server::serve_with_access(listener, agent, access, std::future::pending()));
     let me = std::process::id().to_string();
 
     let without = osl(&["ps", "--agent", &addr, "--pid", &me]);
