@@ -82,11 +82,12 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 pub fn holder(proc_root: &Path, inode: u64, uid: u32) -> Peer {
     let me = std::process::id() as i32;
     let target = format!("socket:[{inode}]");
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return Peer::Unknown { why: format!("cannot list {}", proc_root.display()) };
+    let pids = match crate::proc::ProcReader::new(proc_root).pids() {
+        Ok(pids) => pids,
+        Err(e) => return Peer::Unknown { why: e.to_string() },
     };
     let mut hidden = Vec::new();
-    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+    for pid in pids {
         let dir = proc_root.join(pid.to_string());
         let fds = match std::fs::read_dir(dir.join("fd")) {
             Ok(fds) => fds,
