@@ -36,8 +36,8 @@ impl Grid {
             }
         }
         // By hand, not comfy-table: one line a row and no wrapping need only the
-        // columns' widths, and this is a tenth of its time on a 17,000-fd table
-        // (5 ms against 52 ms).
+        // columns' widths, and this takes under a third of its time on a 17,000-fd table
+        // (15 ms against 52 ms, timed on 17,000 seven-column rows).
         let headers: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
         let lines = || std::iter::once(&headers).chain(&self.rows);
         let widths: Vec<usize> = (0..self.headers.len())
