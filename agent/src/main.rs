@@ -166,6 +166,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         warn!("--allow-pod-peers: every process of the pod may use the agent's privileges");
     }
     let access = server::Access { token, allow_pod_peers: args.allow_pod_peers, proc_root: args.proc_root.clone() };
+    raise_nofile();
     let roots = Roots { proc: args.proc_root, cgroup: args.cgroup_root };
     if args.fd_sample_interval.is_zero() {
         return Err("--fd-sample-interval must be more than 0".into());
@@ -235,6 +236,21 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     stop_watch.store(true, Ordering::Relaxed);
     info!("stopped");
     Ok(())
+}
+
+/// Raises the agent's soft RLIMIT_NOFILE to its hard limit (as Go's runtime
+/// does): diagnose's blocked-on sample holds a handle on each process sampled
+/// (up to 4,096) and connections take one each, and a runtime's default soft
+/// limit can be 1,024.
+fn raise_nofile() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            warn!(error = %e, "cannot raise the soft RLIMIT_NOFILE to the hard limit");
+        }
+    }
 }
 
 /// Keeps the agent's pages in RAM, so that a container near its limit, whose

@@ -8,7 +8,8 @@
 //! grew its RSS by the size of a snapshot each (12 → 24 → 31 → 36 MiB for four
 //! sequential Diagnose calls of a 17,000-fd pod), and fifty clients got it
 //! OOM-killed. Two arenas and a fixed 128 KiB mmap threshold (large blocks are
-//! mapped and unmapped, never retained) keep it flat.
+//! mapped and unmapped, never retained) keep it flat; free memory at the top of
+//! a heap beyond 256 KiB goes back to the kernel.
 //!
 //! This is the only `unsafe` outside the kernel interfaces: `mallopt(3)` has no
 //! safe wrapper in libc, nix or rustix.
