@@ -15,6 +15,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".osl.v1.CgroupLocation.version", "cgroup_version"),
     (".osl.v1.AgentInfo.level", "privilege_level"),
     (".osl.v1.Fd.kind", "fd_kind"),
+    (".osl.v1.FdStat.kind", "fd_kind"),
     (".osl.v1.Socket.tcp_state", "tcp_state"),
     (".osl.v1.ListFdsRequest.kinds", "fd_kind::list"),
     (".osl.v1.ListFdsRequest.tcp_states", "tcp_state::list"),

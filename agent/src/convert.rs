@@ -389,8 +389,61 @@ pub fn blocked(s: &crate::blocked::Sampled, agent: v1::AgentInfo) -> v1::SampleB
     }
 }
 
+/// The buckets up to the last non-empty one.
+fn buckets(hist: &[u64]) -> Vec<u64> {
+    let used = hist.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+    hist[..used].to_vec()
+}
+
+fn time_count((name, calls, ns): &(String, u64, u64)) -> v1::TimeCount {
+    v1::TimeCount { name: name.clone(), calls: *calls, total_nsec: *ns }
+}
+
+fn fd_stat(f: &crate::profile::summary::FdStat, elapsed_ns: u64) -> v1::FdStat {
+    v1::FdStat {
+        pid: f.tgid as i32,
+        fd: f.fd,
+        kind: if f.target == crate::profile::targets::CLOSED { v1::FdKind::Unspecified } else { fd_kind(f.kind) }
+            as i32,
+        target: f.target.clone(),
+        syscalls: f.syscalls.iter().map(time_count).collect(),
+        calls: f.calls,
+        errors: f.errors,
+        total_nsec: f.total_ns,
+        min_nsec: f.min_ns,
+        max_nsec: f.max_ns,
+        p50_nsec: f.percentile(0.5),
+        p99_nsec: f.percentile(0.99),
+        latency_buckets: buckets(&f.hist),
+        wall_pct: if elapsed_ns == 0 { 0.0 } else { f.total_ns as f64 * 100.0 / elapsed_ns as f64 },
+    }
+}
+
+fn slow_call(s: &crate::profile::summary::Slow) -> v1::SlowCall {
+    let c = &s.call;
+    v1::SlowCall {
+        tid: c.tid as i32,
+        pid: c.tgid as i32,
+        syscall: s.syscall.clone(),
+        fd: c.fd,
+        target: s.target.clone().unwrap_or_default(),
+        duration_nsec: c.ns,
+        result: c.ret,
+        errno: if crate::profile::counts::is_error(c.ret) {
+            crate::profile::names::errno((-c.ret) as u32)
+        } else {
+            String::new()
+        },
+        offset_nsec: c.offset_ns,
+    }
+}
+
 fn syscall_stat(s: &crate::profile::summary::Stat, grand_total_ns: u64) -> v1::SyscallStat {
     v1::SyscallStat {
+        latency_buckets: buckets(&s.hist),
+        p50_nsec: s.percentile(0.5),
+        p99_nsec: s.percentile(0.99),
+        top_fds: s.top_fds.iter().map(time_count).collect(),
         name: s.name.clone(),
         number: s.nr,
         calls: s.calls,
@@ -420,6 +473,7 @@ pub fn syscall_profile(
 ) -> v1::SyscallProfile {
     let s = p.summary;
     let secs = p.outcome.elapsed.as_secs_f64();
+    let elapsed_ns = p.outcome.elapsed.as_nanos() as u64;
     v1::SyscallProfile {
         agent: Some(agent),
         backend: match p.backend {
@@ -445,6 +499,7 @@ pub fn syscall_profile(
                     errors: t.errors,
                     total_nsec: t.total_ns,
                     syscalls: t.syscalls.iter().map(|st| syscall_stat(st, t.total_ns)).collect(),
+                    fds: t.fds.iter().map(|f| fd_stat(f, elapsed_ns)).collect(),
                 })
                 .collect()
         } else {
@@ -456,6 +511,9 @@ pub fn syscall_profile(
         findings: findings(&p.findings),
         unavailable: Vec::new(),
         arch: crate::profile::names::ARCH.into(),
+        fds: s.fds.iter().map(|f| fd_stat(f, elapsed_ns)).collect(),
+        slowest: s.slowest.iter().map(slow_call).collect(),
+        slowest_missed: s.slowest_missed,
     }
 }
 

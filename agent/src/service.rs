@@ -80,6 +80,13 @@ impl Agent {
         let me = std::process::id() as i32;
         let duration = Duration::from_millis(if req.duration_msec == 0 { 5000 } else { req.duration_msec.into() });
         let tick = Duration::from_millis(if req.progress_msec == 0 { 1000 } else { req.progress_msec.max(100).into() });
+        let slowest = if req.slowest == 0 { 10 } else { req.slowest as usize };
+        if slowest > profile::counts::SLOWEST_KEPT {
+            return Err(AgentError::InvalidArgument(format!(
+                "at most {} slowest calls; asked {slowest}",
+                profile::counts::SLOWEST_KEPT
+            )));
+        }
         let asked = v1::ProfileBackend::try_from(req.backend)
             .map_err(|_| AgentError::InvalidArgument(format!("unknown backend {}", req.backend)))?;
         let (backend, reason) = profile::choose(asked, &self.privileges)?;
@@ -110,7 +117,7 @@ impl Agent {
         let alive = |p: i32| self.collector.proc_reader().read_brief(p).is_ok_and(|b| !b.dead);
         let more = || if container.container_id.is_some() { members(&container).unwrap_or_default() } else { vec![] };
         let fallback = asked == v1::ProfileBackend::Unspecified;
-        let plan = profile::Plan { pids, backend, duration, tick_every: tick, fallback };
+        let plan = profile::Plan { pids, backend, duration, tick_every: tick, fallback, proc_root: root.clone() };
         let outcome = self.profiles.run(plan, alive, more, |p| {
             progress(p.map(|p| v1::ProfileProgress {
                 elapsed_msec: p.elapsed.as_millis() as u64,
@@ -123,7 +130,7 @@ impl Agent {
             Some(why) => (profile::Backend::Ptrace, profile::fallback_reason(why)),
             None => (backend, reason),
         };
-        let summary = profile::summary::summarize(&outcome.counts);
+        let summary = profile::summary::summarize(&outcome.counts, slowest);
         let found = profile::findings::evaluate(&summary, outcome.elapsed, &subject, pid);
         let comm = |pid: i32, tid: i32| -> Vec<u8> {
             let mut c = std::fs::read(root.join(format!("{pid}/task/{tid}/comm"))).unwrap_or_default();

@@ -1,7 +1,9 @@
 //! Verdicts from a syscall profile: error storms (an errno repeated thousands of
-//! times), time dominated by futex waits, and a syscall rate high enough to cost.
+//! times), time dominated by futex waits, a syscall rate high enough to cost, a
+//! thread whose time goes to one fd, and a syscall with a long latency tail.
 
-use super::summary::{Stat, Summary};
+use super::summary::{FdStat, Stat, Summary};
+use crate::model::FdKind;
 use crate::model::{Finding, Severity};
 use std::time::Duration;
 
@@ -13,6 +15,11 @@ const HIGH_RATE_PER_SEC: f64 = 50_000.0;
 const VERY_HIGH_RATE_PER_SEC: f64 = 200_000.0;
 /// futex calls per second that mean contention rather than idle waiting.
 const CONTENDED_FUTEX_PER_SEC: f64 = 1_000.0;
+/// A thread's share of the profile's wall time on one fd that names that fd.
+const SLOW_FD_SHARE: f64 = 0.5;
+/// A tail: p99 this many times p50, over at least this many calls.
+const TAIL_RATIO: u64 = 100;
+const TAIL_MIN_CALLS: u64 = 1_000;
 
 /// `subject`: "pid 42 (java)" or "container 3f2a…"; `pid` when one process.
 pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>) -> Vec<Finding> {
@@ -88,7 +95,94 @@ pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>)
                 .into(),
         ));
     }
+    for t in &s.threads {
+        if let Some(f) = t.fds.first().filter(|f| f.total_ns as f64 >= SLOW_FD_SHARE * secs * 1e9) {
+            let (severity, why) = slow_fd_reading(f);
+            let share = f.total_ns as f64 * 100.0 / (secs * 1e9);
+            let syscall = f.syscalls.first().map_or("?", |c| c.0.as_str());
+            out.push(finding(
+                "syscall.slow_fd",
+                severity,
+                format!(
+                    "thread {} spent {share:.0}% of {} in {syscall}() on {} (fd {}), p99 {}: {why}",
+                    t.tid,
+                    human_ns((secs * 1e9) as u64),
+                    f.target,
+                    f.fd,
+                    human_ns(f.percentile(0.99))
+                ),
+                vec![
+                    ("tid", t.tid.to_string()),
+                    ("fd", f.fd.to_string()),
+                    ("target", f.target.clone()),
+                    ("syscall", syscall.to_string()),
+                    ("time_pct", format!("{share:.1}")),
+                    ("p99_nsec", f.percentile(0.99).to_string()),
+                ],
+                format!(
+                    "see every fd's time with `kubectl osl strace{} --by fd`, and the slowest calls below it",
+                    pid.map(|p| format!(" --pid {p}")).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for stat in s.syscalls.iter().filter(|st| st.calls >= TAIL_MIN_CALLS) {
+        let (p50, p99) = (stat.percentile(0.5), stat.percentile(0.99));
+        if p50 > 0 && p99 >= TAIL_RATIO * p50 {
+            out.push(finding(
+                "syscall.tail_latency",
+                Severity::Warn,
+                format!(
+                    "{}: p99 {} is {}× its p50 {} over {} calls: a few calls stall",
+                    stat.name,
+                    human_ns(p99),
+                    p99 / p50,
+                    human_ns(p50),
+                    stat.calls
+                ),
+                vec![
+                    ("syscall", stat.name.clone()),
+                    ("p50_nsec", p50.to_string()),
+                    ("p99_nsec", p99.to_string()),
+                    ("calls", stat.calls.to_string()),
+                ],
+                format!(
+                    "the slowest calls say when and on what; `-o wide` draws the histogram{}",
+                    stat.top_fds.first().map(|(t, ..)| format!(" (most of its time: {t})")).unwrap_or_default()
+                ),
+            ));
+        }
+    }
     out
+}
+
+/// How bad most of a thread's time on one fd is, and the likely reading.
+fn slow_fd_reading(f: &FdStat) -> (Severity, &'static str) {
+    let syscall = f.syscalls.first().map_or("", |c| c.0.as_str());
+    if syscall.starts_with("epoll") || f.kind == FdKind::Epoll {
+        return (Severity::Info, "it waits for events there (an idle event loop looks like this)");
+    }
+    if syscall.starts_with("accept") || f.target.contains("(LISTEN)") {
+        return (Severity::Info, "it waits for connections");
+    }
+    match f.kind {
+        FdKind::Socket => (Severity::Warn, "the peer is slow (or the connection idles between requests)"),
+        FdKind::File | FdKind::BlockDevice | FdKind::Directory => {
+            (Severity::Warn, "the storage is slow: look at the disk, the filesystem and io pressure")
+        }
+        FdKind::Pipe | FdKind::Fifo => (Severity::Info, "it waits for the process at the other end"),
+        _ => (Severity::Info, "it waits there"),
+    }
+}
+
+/// "1.9 s", "2.0 ms", "35 µs", "800 ns".
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.0} µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.1} s", ns as f64 / 1e9),
+    }
 }
 
 fn storm(s: &Stat, secs: f64) -> bool {
@@ -153,6 +247,62 @@ mod tests {
         assert_eq!(f[0].message, "openat failed 5000 of 5000 calls (1250/s), 5000 of them ENOENT");
         assert!(f[0].next_step.contains("trace=openat"));
         assert_eq!(f[1].severity, Severity::Warn, "5000 futex calls/s: contention");
+    }
+
+    fn fd(kind: FdKind, target: &str, syscall: &str, total_ns: u64, hist_at: usize) -> FdStat {
+        let mut hist = [0; super::super::counts::BUCKETS];
+        hist[hist_at] = 10;
+        FdStat {
+            tgid: 7,
+            fd: 5,
+            epoch: 0,
+            kind,
+            target: target.into(),
+            syscalls: vec![(syscall.into(), 10, total_ns)],
+            calls: 10,
+            errors: 0,
+            total_ns,
+            min_ns: 1,
+            max_ns: u64::MAX,
+            hist,
+        }
+    }
+
+    #[test]
+    fn a_thread_that_waits_on_one_fd_names_it() {
+        let socket = "tcp 10.0.0.7:40112 -> 10.0.0.5:5432 (ESTABLISHED)";
+        let thread = |fds| super::super::summary::ThreadStat { tid: 12, tgid: 7, fds, ..Default::default() };
+        let mut s = summary(vec![]);
+        s.threads = vec![
+            thread(vec![fd(FdKind::Socket, socket, "read", 3_900_000_000, 30)]),
+            thread(vec![fd(FdKind::Epoll, "anon_inode:[eventpoll]", "epoll_wait", 4_900_000_000, 30)]),
+            thread(vec![fd(FdKind::File, "/var/log/app.log", "write", 2_000_000_000, 20)]), // 40%: not named
+        ];
+        let f = evaluate(&s, Duration::from_secs(5), "pid 7 (app)", Some(7));
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert_eq!(
+            f[0].message,
+            format!("thread 12 spent 78% of 5.0 s in read() on {socket} (fd 5), p99 2.1 s: the peer is slow (or the connection idles between requests)")
+        );
+        assert_eq!((f[0].id, f[0].severity), ("syscall.slow_fd", Severity::Warn));
+        assert!(f[0].next_step.contains("strace --pid 7 --by fd"));
+        assert_eq!(f[1].severity, Severity::Info, "an event loop's wait is idle: {}", f[1].message);
+    }
+
+    #[test]
+    fn a_long_tail_is_named_and_a_narrow_one_is_not() {
+        let with = |p99_bucket: usize, calls: u64| {
+            let mut st = stat("read", calls, 0, "", 1_000_000);
+            st.hist[9] = calls - calls / 50; // ~1 µs
+            st.hist[p99_bucket] = calls / 50; // the top 2%
+            (st.min_ns, st.max_ns) = (500, u64::MAX);
+            summary(vec![st])
+        };
+        let f = evaluate(&with(20, 10_000), Duration::from_secs(1), "p", None);
+        assert_eq!(f.iter().map(|f| f.id).collect::<Vec<_>>(), ["syscall.tail_latency"]);
+        assert_eq!(f[0].message, "read: p99 2.1 ms is 2050× its p50 1 µs over 10000 calls: a few calls stall");
+        assert!(evaluate(&with(14, 10_000), Duration::from_secs(1), "p", None).is_empty(), "32×: no tail");
+        assert!(evaluate(&with(20, 500), Duration::from_secs(1), "p", None).is_empty(), "too few calls");
     }
 
     #[test]

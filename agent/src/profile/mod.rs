@@ -4,19 +4,20 @@
 //! end (with every thread detached) whenever the client goes away.
 
 pub mod counts;
-#[allow(unsafe_code)] // the bpf() syscall: see the module's doc
 pub mod ebpf;
 pub mod findings;
 pub mod names;
 #[allow(unsafe_code)] // a signal handler to interrupt waitpid: see the module's doc
 pub mod ptrace;
 pub mod summary;
+pub mod targets;
 
 use crate::error::AgentError;
 use crate::probe::Privileges;
-use counts::Counts;
+use counts::{Counts, FdName};
 use osl_proto::v1;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,8 @@ pub struct Plan {
     pub tick_every: Duration,
     /// Whether ebpf failing to attach may fall back to ptrace (the backend was not asked for).
     pub fallback: bool,
+    /// Where the targets' fds are read to name them (`/proc`).
+    pub proc_root: PathBuf,
 }
 
 /// A tick: what has been counted so far.
@@ -125,7 +128,7 @@ impl Profiles {
         more_pids: impl Fn() -> Vec<i32>,
         mut tick: impl FnMut(Option<Progress>) -> bool,
     ) -> Result<Outcome, AgentError> {
-        let Plan { pids, backend, duration, tick_every, fallback } = plan;
+        let Plan { pids, backend, duration, tick_every, fallback, proc_root } = plan;
         if duration > self.max_duration {
             return Err(AgentError::InvalidArgument(format!(
                 "profiles are capped at {} s in this agent (--max-profile-duration); asked {} s",
@@ -135,12 +138,13 @@ impl Profiles {
         }
         let _claim = self.claim(&pids, backend)?;
         let started = Instant::now();
-        let (mut live, fell_back) = match Live::start(backend, &pids) {
+        let (live, fell_back) = match Live::start(backend, &pids) {
             Err(AgentError::BackendUnavailable(why)) if backend == Backend::Ebpf && fallback => {
                 (Live::start(Backend::Ptrace, &pids)?, Some(why))
             }
             started => (started?, None),
         };
+        let mut named = Named { live, proc_root, names: HashMap::new() };
         let mut traced = pids.clone();
         let mut next_tick = started + tick_every;
         let mut next_rescan = started + Duration::from_secs(1);
@@ -150,6 +154,8 @@ impl Profiles {
             if now.duration_since(started) >= duration {
                 break None;
             }
+            named.poll();
+            let live = &mut named.live;
             if live.all_exited(&traced, &alive) {
                 break Some("the target exited before the end".to_string());
             }
@@ -173,7 +179,10 @@ impl Profiles {
                 break Some("the client went away".to_string());
             }
         };
-        let counts = live.finish()?;
+        named.poll();
+        let Named { live, names, .. } = named;
+        let mut counts = live.finish()?;
+        counts.names = names.into_values().collect();
         Ok(Outcome { counts, pids: traced, elapsed: started.elapsed(), partial, fell_back })
     }
 
@@ -206,6 +215,36 @@ impl Drop for Claim<'_> {
         running.profiles -= 1;
         for p in &self.pids {
             running.pids.remove(p);
+        }
+    }
+}
+
+/// A backend at work, and the names of the fds it has seen so far.
+struct Named {
+    live: Live,
+    proc_root: PathBuf,
+    names: HashMap<(u32, i32, u32), FdName>,
+}
+
+impl Named {
+    /// Takes the eBPF backend's slow calls, and names the fds seen since the last
+    /// call while they are (most likely) still open. A name read after the fd was closed again is the next file's: the
+    /// epoch tells, and such an fd stays unnamed.
+    fn poll(&mut self) {
+        if let Live::Ebpf(c) = &self.live {
+            // A failed read leaves the threshold where it was: the next poll tries again.
+            let _ = c.drain_slow();
+        }
+        let fresh = self.live.take_fresh();
+        if fresh.is_empty() {
+            return;
+        }
+        for mut name in targets::resolve(&self.proc_root, &fresh) {
+            if self.live.epoch(name.tgid, name.fd) != name.epoch {
+                name.kind = crate::model::FdKind::Other;
+                name.target = targets::CLOSED.to_string();
+            }
+            self.names.insert((name.tgid, name.fd, name.epoch), name);
         }
     }
 }
@@ -255,6 +294,20 @@ impl Live {
         }
     }
 
+    fn take_fresh(&mut self) -> Vec<(u32, i32, u32)> {
+        match self {
+            Live::Ebpf(c) => c.take_fresh(),
+            Live::Ptrace(sessions) => sessions.iter().flat_map(|s| s.take_fresh()).collect(),
+        }
+    }
+
+    fn epoch(&self, tgid: u32, fd: i32) -> u32 {
+        match self {
+            Live::Ebpf(c) => c.epoch(tgid, fd),
+            Live::Ptrace(sessions) => sessions.iter().map(|s| s.epoch(tgid, fd)).max().unwrap_or(0),
+        }
+    }
+
     fn snapshot(&self) -> Counts {
         match self {
             Live::Ebpf(c) => c.read().unwrap_or_default(),
@@ -292,11 +345,15 @@ impl Live {
 
 fn merge(parts: impl Iterator<Item = Counts>) -> Counts {
     let mut out = Counts::default();
+    let mut slowest = counts::Slowest::new(counts::SLOWEST_KEPT);
     for c in parts {
         out.syscalls.extend(c.syscalls);
         out.errnos.extend(c.errnos);
         out.lost += c.lost;
+        out.slowest_missed += c.slowest_missed;
+        c.slowest.into_iter().for_each(|call| slowest.offer(call));
     }
+    out.slowest = slowest.to_vec();
     out
 }
 

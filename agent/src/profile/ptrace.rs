@@ -32,7 +32,8 @@ use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::Pid;
 
-use super::counts::{Counts, ErrnoCount, SyscallCount};
+use super::counts::{Counts, ErrnoCount, NO_FD, SlowCall, Slowest, SyscallCount, is_error};
+use super::names;
 
 /// Thread-directed signal that makes the tracer's blocking waitpid return EINTR on stop().
 const WAKE_SIGNAL: Signal = Signal::SIGURG;
@@ -70,38 +71,79 @@ pub struct Outcome {
     pub threads_traced: u32,
 }
 
-#[derive(Debug, Default)]
+/// The counts of one session, keyed as the eBPF backend keys them: (tid, nr, fd, epoch).
+#[derive(Debug)]
 struct Aggregate {
-    calls: HashMap<(u32, u32), SyscallCount>,
+    calls: HashMap<(u32, u32, i32, u32), SyscallCount>,
     errnos: HashMap<(u32, u32), u64>,
+    /// How many times each (tgid, fd) was closed (or replaced by dup2) so far.
+    epochs: HashMap<(u32, i32), u32>,
+    /// (tgid, fd, epoch) seen for the first time, not yet named.
+    fresh: Vec<(u32, i32, u32)>,
+    slowest: Slowest,
+    started: Instant,
+}
+
+/// What one syscall stop pair saw.
+struct Call {
+    tgid: u32,
+    tid: u32,
+    nr: u32,
+    /// The first two arguments (rdi and rsi survive the syscall on x86_64).
+    args: [u64; 2],
+    ret: i64,
+    entered: Instant,
+    ns: u64,
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Self {
+            calls: HashMap::new(),
+            errnos: HashMap::new(),
+            epochs: HashMap::new(),
+            fresh: Vec::new(),
+            slowest: Slowest::new(super::counts::SLOWEST_KEPT),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl Aggregate {
-    fn record(&mut self, tgid: u32, tid: u32, nr: u32, ret: i64, ns: u64) {
-        let c = self.calls.entry((tid, nr)).or_insert_with(|| SyscallCount {
-            tgid,
-            tid,
-            nr,
-            min_ns: u64::MAX,
-            ..SyscallCount::default()
+    fn record(&mut self, c: Call) {
+        let Call { tgid, tid, nr, args, ret, entered, ns } = c;
+        let fd = match i32::try_from(args[0] as i64) {
+            Ok(fd) if fd >= 0 && names::takes_fd(nr) => fd,
+            _ => NO_FD,
+        };
+        let epoch = if fd == NO_FD { 0 } else { self.epochs.get(&(tgid, fd)).copied().unwrap_or(0) };
+        let entry = self.calls.entry((tid, nr, fd, epoch)).or_insert_with(|| {
+            if fd != NO_FD {
+                self.fresh.push((tgid, fd, epoch));
+            }
+            SyscallCount { tgid, tid, nr, fd, epoch, ..SyscallCount::default() }
         });
-        c.calls += 1;
-        c.total_ns += ns;
-        c.min_ns = c.min_ns.min(ns);
-        c.max_ns = c.max_ns.max(ns);
-        if (-4095..=-1).contains(&ret) {
-            c.errors += 1;
+        entry.record(ret, ns);
+        if is_error(ret) {
             *self.errnos.entry((nr, (-ret) as u32)).or_default() += 1;
+        } else if let Some(arg) = names::ends_fd(nr)
+            && let Ok(ended) = i32::try_from(args[arg] as i64)
+        {
+            *self.epochs.entry((tgid, ended)).or_default() += 1;
+        }
+        if ns > self.slowest.threshold() {
+            let offset_ns = entered.saturating_duration_since(self.started).as_nanos() as u64;
+            self.slowest.offer(SlowCall { tgid, tid, nr, fd, epoch, ret, ns, offset_ns });
         }
     }
 
     fn to_counts(&self) -> Counts {
         let mut syscalls: Vec<SyscallCount> = self.calls.values().cloned().collect();
-        syscalls.sort_by_key(|c| (c.tgid, c.tid, c.nr));
+        syscalls.sort_by_key(|c| (c.tgid, c.tid, c.nr, c.fd, c.epoch));
         let mut errnos: Vec<ErrnoCount> =
             self.errnos.iter().map(|(&(nr, errno), &count)| ErrnoCount { nr, errno, count }).collect();
         errnos.sort_by_key(|e| (e.nr, e.errno));
-        Counts { syscalls, errnos, lost: 0 }
+        Counts { syscalls, errnos, slowest: self.slowest.to_vec(), ..Counts::default() }
     }
 }
 
@@ -164,6 +206,17 @@ impl Session {
     /// Aggregate so far (for progress ticks); cheap; may lag by ≤100 ms.
     pub fn snapshot(&self) -> Counts {
         self.shared.agg.lock().unwrap_or_else(PoisonError::into_inner).to_counts()
+    }
+
+    /// The fds seen for the first time since the last call: (tgid, fd, epoch).
+    pub fn take_fresh(&self) -> Vec<(u32, i32, u32)> {
+        std::mem::take(&mut self.shared.agg.lock().unwrap_or_else(PoisonError::into_inner).fresh)
+    }
+
+    /// How many times `fd` of `tgid` has been closed so far.
+    pub fn epoch(&self, tgid: u32, fd: i32) -> u32 {
+        let agg = self.shared.agg.lock().unwrap_or_else(PoisonError::into_inner);
+        agg.epochs.get(&(tgid, fd)).copied().unwrap_or(0)
     }
 
     /// True once every traced thread has exited (the target is gone).
@@ -432,8 +485,16 @@ impl Tracer {
                 };
                 if let Ok(nr) = u32::try_from(nr) {
                     let ns = now.duration_since(entered).as_nanos().try_into().unwrap_or(u64::MAX);
-                    let mut agg = self.shared.agg.lock().unwrap_or_else(PoisonError::into_inner);
-                    agg.record(t.tgid, tid as u32, nr, regs.rax as i64, ns);
+                    let call = Call {
+                        tgid: t.tgid,
+                        tid: tid as u32,
+                        nr,
+                        args: [regs.rdi, regs.rsi],
+                        ret: regs.rax as i64,
+                        entered,
+                        ns,
+                    };
+                    self.shared.agg.lock().unwrap_or_else(PoisonError::into_inner).record(call);
                 }
             }
             // Entry and exit stops alternate, so once in step an entry needs no register read.

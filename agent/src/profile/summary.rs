@@ -1,11 +1,13 @@
 //! A backend's per-thread counts folded into the `strace -c` table: per
-//! syscall over all threads (most time first), and per thread.
+//! syscall over all threads (most time first), per thread, and per fd target
+//! (what each fd was: a path, a TCP connection…), with latency histograms.
 
-use super::counts::Counts;
+use super::counts::{BUCKETS, Counts, FdName, NO_FD, SlowCall, SyscallCount};
 use super::names;
-use std::collections::BTreeMap;
+use crate::model::FdKind;
+use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stat {
     pub nr: u32,
     pub name: String,
@@ -16,6 +18,74 @@ pub struct Stat {
     pub total_ns: u64,
     pub min_ns: u64,
     pub max_ns: u64,
+    pub hist: [u64; BUCKETS],
+    /// The fd targets this syscall spent the most time on: (target, calls, ns).
+    pub top_fds: Vec<(String, u64, u64)>,
+}
+
+impl Default for Stat {
+    fn default() -> Self {
+        Self {
+            nr: 0,
+            name: String::new(),
+            calls: 0,
+            errors: 0,
+            errnos: Vec::new(),
+            total_ns: 0,
+            min_ns: 0,
+            max_ns: 0,
+            hist: [0; BUCKETS],
+            top_fds: Vec::new(),
+        }
+    }
+}
+
+impl Stat {
+    pub fn percentile(&self, q: f64) -> u64 {
+        percentile(&self.hist, q, self.min_ns, self.max_ns)
+    }
+}
+
+/// What one fd was and the time spent on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FdStat {
+    pub tgid: u32,
+    pub fd: i32,
+    pub epoch: u32,
+    pub kind: FdKind,
+    pub target: String,
+    /// (syscall, calls, ns), most time first.
+    pub syscalls: Vec<(String, u64, u64)>,
+    pub calls: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub hist: [u64; BUCKETS],
+}
+
+impl FdStat {
+    pub fn percentile(&self, q: f64) -> u64 {
+        percentile(&self.hist, q, self.min_ns, self.max_ns)
+    }
+}
+
+/// The upper bound of the log2 bucket that holds quantile `q`, within [min, max].
+pub fn percentile(hist: &[u64; BUCKETS], q: f64, min: u64, max: u64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((total as f64 * q).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            let upper = if i + 1 >= 64 { u64::MAX } else { (1u64 << (i + 1)) - 1 };
+            return upper.clamp(min, max.max(min));
+        }
+    }
+    max
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,12 +96,26 @@ pub struct ThreadStat {
     pub errors: u64,
     pub total_ns: u64,
     pub syscalls: Vec<Stat>,
+    /// By fd target, most time first.
+    pub fds: Vec<FdStat>,
+}
+
+/// A slow call with what its fd was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slow {
+    pub call: SlowCall,
+    pub syscall: String,
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub syscalls: Vec<Stat>,
     pub threads: Vec<ThreadStat>,
+    /// By fd target over all threads, most time first.
+    pub fds: Vec<FdStat>,
+    pub slowest: Vec<Slow>,
+    pub slowest_missed: u64,
     pub calls: u64,
     pub errors: u64,
     pub total_ns: u64,
@@ -44,27 +128,88 @@ impl Summary {
     }
 }
 
-pub fn summarize(c: &Counts) -> Summary {
+/// How many fd targets a syscall's line names.
+const TOP_FDS: usize = 3;
+
+type FdKey = (u32, i32, u32);
+
+pub fn summarize(c: &Counts, slowest: usize) -> Summary {
+    let names: HashMap<FdKey, &FdName> = c.names.iter().map(|n| ((n.tgid, n.fd, n.epoch), n)).collect();
+    let label = |k: FdKey| -> (FdKind, String) {
+        match names.get(&k) {
+            Some(n) => (n.kind, n.target.clone()),
+            None => (FdKind::Other, format!("fd {} (not read)", k.1)),
+        }
+    };
     let mut errnos: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
     for e in &c.errnos {
         *errnos.entry(e.nr).or_default().entry(e.errno).or_default() += e.count;
     }
+    let live: Vec<&SyscallCount> = c.syscalls.iter().filter(|s| s.calls > 0).collect();
     let mut by_nr: BTreeMap<u32, Stat> = BTreeMap::new();
     let mut by_tid: BTreeMap<u32, (u32, BTreeMap<u32, Stat>)> = BTreeMap::new();
-    for s in c.syscalls.iter().filter(|s| s.calls > 0) {
+    for s in &live {
         add(by_nr.entry(s.nr).or_default(), s);
         let thread = by_tid.entry(s.tid).or_insert_with(|| (s.tgid, BTreeMap::new()));
         add(thread.1.entry(s.nr).or_default(), s);
     }
-    let table = |m: BTreeMap<u32, Stat>, with_errnos: bool| -> Vec<Stat> {
+    let on_fds = |pick: &dyn Fn(&SyscallCount) -> bool| -> Vec<FdStat> {
+        let mut m: BTreeMap<FdKey, FdStat> = BTreeMap::new();
+        for s in live.iter().filter(|s| s.fd != NO_FD && pick(s)) {
+            let key = (s.tgid, s.fd, s.epoch);
+            let f = m.entry(key).or_insert_with(|| {
+                let (kind, target) = label(key);
+                FdStat {
+                    tgid: s.tgid,
+                    fd: s.fd,
+                    epoch: s.epoch,
+                    kind,
+                    target,
+                    syscalls: Vec::new(),
+                    calls: 0,
+                    errors: 0,
+                    total_ns: 0,
+                    min_ns: u64::MAX,
+                    max_ns: 0,
+                    hist: [0; BUCKETS],
+                }
+            });
+            f.calls += s.calls;
+            f.errors += s.errors;
+            f.total_ns += s.total_ns;
+            f.min_ns = f.min_ns.min(s.min_ns);
+            f.max_ns = f.max_ns.max(s.max_ns);
+            for (into, n) in f.hist.iter_mut().zip(s.hist) {
+                *into += n;
+            }
+            let name = names::syscall(s.nr);
+            match f.syscalls.iter_mut().find(|(n, ..)| *n == name) {
+                Some(row) => (row.1, row.2) = (row.1 + s.calls, row.2 + s.total_ns),
+                None => f.syscalls.push((name, s.calls, s.total_ns)),
+            }
+        }
+        let mut v: Vec<FdStat> = m.into_values().collect();
+        for f in &mut v {
+            f.syscalls.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
+        }
+        v.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(b.calls.cmp(&a.calls)).then(a.fd.cmp(&b.fd)));
+        v
+    };
+    let table = |m: BTreeMap<u32, Stat>, with_detail: bool| -> Vec<Stat> {
         let mut v: Vec<Stat> = m
             .into_iter()
             .map(|(nr, mut s)| {
                 s.nr = nr;
                 s.name = names::syscall(nr);
-                if with_errnos && let Some(e) = errnos.get(&nr) {
-                    s.errnos = e.iter().map(|(&errno, &n)| (names::errno(errno), n)).collect();
-                    s.errnos.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                if with_detail {
+                    if let Some(e) = errnos.get(&nr) {
+                        s.errnos = e.iter().map(|(&errno, &n)| (names::errno(errno), n)).collect();
+                        s.errnos.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                    }
+                    let mut top: Vec<(String, u64, u64)> =
+                        on_fds(&|c| c.nr == nr).into_iter().map(|f| (f.target, f.calls, f.total_ns)).collect();
+                    top.truncate(TOP_FDS);
+                    s.top_fds = top;
                 }
                 s
             })
@@ -84,44 +229,72 @@ pub fn summarize(c: &Counts) -> Summary {
                 errors: syscalls.iter().map(|s| s.errors).sum(),
                 total_ns: syscalls.iter().map(|s| s.total_ns).sum(),
                 syscalls,
+                fds: on_fds(&|c| c.tid == tid),
             }
+        })
+        .collect();
+    let slowest = c
+        .slowest
+        .iter()
+        .take(slowest)
+        .map(|call| Slow {
+            call: call.clone(),
+            syscall: names::syscall(call.nr),
+            target: (call.fd != NO_FD).then(|| label((call.tgid, call.fd, call.epoch)).1),
         })
         .collect();
     Summary {
         calls: syscalls.iter().map(|s| s.calls).sum(),
         errors: syscalls.iter().map(|s| s.errors).sum(),
         total_ns: syscalls.iter().map(|s| s.total_ns).sum(),
+        fds: on_fds(&|_| true),
         syscalls,
         threads,
+        slowest,
+        slowest_missed: c.slowest_missed,
         lost: c.lost,
     }
 }
 
-fn add(into: &mut Stat, s: &super::counts::SyscallCount) {
+fn add(into: &mut Stat, s: &SyscallCount) {
     into.min_ns = if into.calls == 0 { s.min_ns } else { into.min_ns.min(s.min_ns) };
     into.max_ns = into.max_ns.max(s.max_ns);
     into.calls += s.calls;
     into.errors += s.errors;
     into.total_ns += s.total_ns;
+    for (h, n) in into.hist.iter_mut().zip(s.hist) {
+        *h += n;
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::counts::{ErrnoCount, SyscallCount};
+    use super::super::counts::{ErrnoCount, SyscallCount, bucket};
     use super::*;
+
+    fn count(tid: u32, nr: u32, fd: i32, calls: u64, errors: u64, ns: &[u64]) -> SyscallCount {
+        let mut c = SyscallCount { tgid: 7, tid, nr, fd, ..Default::default() };
+        for &n in ns {
+            c.record(0, n);
+        }
+        // Only the totals of `calls` and `errors` matter where `ns` is shorter.
+        c.calls = calls;
+        c.errors = errors;
+        c
+    }
 
     #[test]
     fn threads_fold_into_one_table_most_time_first() {
         let c = Counts {
             syscalls: vec![
-                SyscallCount { tgid: 7, tid: 7, nr: 257, calls: 3, errors: 3, total_ns: 30, min_ns: 5, max_ns: 15 },
-                SyscallCount { tgid: 7, tid: 8, nr: 257, calls: 2, errors: 1, total_ns: 20, min_ns: 2, max_ns: 18 },
-                SyscallCount { tgid: 7, tid: 8, nr: 110, calls: 9, errors: 0, total_ns: 90, min_ns: 10, max_ns: 10 },
+                count(7, 257, NO_FD, 3, 3, &[5, 10, 15]),
+                count(8, 257, NO_FD, 2, 1, &[2, 18]),
+                count(8, 110, NO_FD, 9, 0, &[10; 9]),
             ],
             errnos: vec![ErrnoCount { nr: 257, errno: 2, count: 3 }, ErrnoCount { nr: 257, errno: 13, count: 1 }],
-            lost: 0,
+            ..Default::default()
         };
-        let s = summarize(&c);
+        let s = summarize(&c, 10);
         assert_eq!((s.calls, s.errors, s.total_ns), (14, 4, 140));
         #[cfg(target_arch = "x86_64")]
         assert_eq!(s.syscalls.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["getppid", "openat"]);
@@ -129,5 +302,47 @@ mod tests {
         assert_eq!((open.calls, open.errors, open.total_ns, open.min_ns, open.max_ns), (5, 4, 50, 2, 18));
         assert_eq!(open.errnos, [("ENOENT".to_string(), 3), ("EACCES".to_string(), 1)]);
         assert_eq!(s.threads.iter().map(|t| (t.tid, t.calls)).collect::<Vec<_>>(), [(7, 3), (8, 11)]);
+        assert!(s.fds.is_empty() && open.top_fds.is_empty());
+    }
+
+    #[test]
+    fn time_by_fd_names_each_target_and_reused_numbers_apart() {
+        let mut reused = count(7, 0, 3, 2, 0, &[100, 300]);
+        reused.epoch = 1;
+        let c = Counts {
+            syscalls: vec![
+                count(7, 0, 3, 4, 0, &[10, 10, 10, 10]), // read on fd 3, the first file
+                reused,                                  // read on fd 3 after a close: another file
+                count(8, 1, 4, 1, 0, &[1000]),           // write on the socket
+                count(7, 1, 4, 1, 0, &[50]),
+            ],
+            names: vec![
+                FdName { tgid: 7, fd: 3, epoch: 0, kind: FdKind::File, target: "/a".into() },
+                FdName { tgid: 7, fd: 3, epoch: 1, kind: FdKind::File, target: "/b".into() },
+                FdName { tgid: 7, fd: 4, epoch: 0, kind: FdKind::Socket, target: "tcp x -> y".into() },
+            ],
+            ..Default::default()
+        };
+        let s = summarize(&c, 10);
+        let fds: Vec<(&str, u64, u64)> = s.fds.iter().map(|f| (f.target.as_str(), f.calls, f.total_ns)).collect();
+        assert_eq!(fds, [("tcp x -> y", 2, 1050), ("/b", 2, 400), ("/a", 4, 40)]);
+        assert_eq!(s.fds[0].syscalls.len(), 1);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let read = s.get("read").unwrap();
+            assert_eq!(read.top_fds, [("/b".to_string(), 2, 400), ("/a".to_string(), 4, 40)]);
+        }
+        assert_eq!(s.threads[1].fds.iter().map(|f| f.total_ns).collect::<Vec<_>>(), [1000]);
+    }
+
+    #[test]
+    fn percentiles_are_bucket_bounds_within_min_and_max() {
+        let mut hist = [0; BUCKETS];
+        hist[bucket(1_000)] = 98; // ~1 µs
+        hist[bucket(2_000_000)] = 2; // ~2 ms
+        assert_eq!(percentile(&hist, 0.5, 900, 2_100_000), 1023);
+        assert_eq!(percentile(&hist, 0.99, 900, 2_100_000), 2_097_151);
+        assert_eq!(percentile(&hist, 1.0, 900, 2_000_000), 2_000_000);
+        assert_eq!(percentile(&[0; BUCKETS], 0.5, 0, 0), 0);
     }
 }
