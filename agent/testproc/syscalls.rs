@@ -4,7 +4,12 @@
 //! - `go`: 4 threads (created at startup) together make exactly GETPPID (2000) `getppid`
 //!   and OPENAT (500) `openat` of a nonexistent path (ENOENT), then it prints `done`;
 //! - `sigs`: prints `usr1 N rt M`, the numbers of SIGUSR1 and SIGRTMIN handled so far;
-//! - `exec`: a non-leader thread execs `/bin/sh`, which prints `execed` and exits 0 at stdin EOF.
+//! - `exec`: a non-leader thread execs `/bin/sh`, which prints `execed` and exits 0 at stdin EOF;
+//! - `fdio N M K MS PATH`: fills a pipe with N bytes, writes M bytes to the file PATH and opens
+//!   it, connects a TCP socket to a listener whose peer thread answers each byte after MS
+//!   milliseconds, prints `fdio PIPE FILE TCP` (the fd numbers), and on the next line (`run`)
+//!   reads the pipe N times and the file M times a byte at a time, then K times writes a byte
+//!   to the socket and reads the answer, and prints `done`.
 //!
 //! Exits 0 at stdin EOF.
 
@@ -74,6 +79,7 @@ fn main() {
     let mut out = std::io::stdout();
     writeln!(out, "ready {}", std::process::id()).unwrap();
     out.flush().unwrap();
+    let mut fdio_work: Option<Box<dyn FnOnce()>> = None;
     for line in std::io::stdin().lock().lines() {
         match line.unwrap().trim() {
             "go" if !workers.is_empty() => {
@@ -83,6 +89,13 @@ fn main() {
             }
             "sigs" => {
                 writeln!(out, "usr1 {} rt {}", USR1.load(Ordering::Relaxed), RTMIN.load(Ordering::Relaxed)).unwrap()
+            }
+            cmd if cmd.starts_with("fdio ") => fdio_work = Some(fdio(cmd, &mut out)),
+            "run" => {
+                if let Some(work) = fdio_work.take() {
+                    work();
+                    writeln!(out, "done").unwrap();
+                }
             }
             "exec" => {
                 thread::spawn(|| {
@@ -98,4 +111,41 @@ fn main() {
         }
         out.flush().unwrap();
     }
+}
+
+/// Sets up `fdio` and returns its work, for `run`.
+fn fdio(cmd: &str, out: &mut std::io::Stdout) -> Box<dyn FnOnce()> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+    let num = |i: usize| -> usize { args[i].parse().expect("a count") };
+    let (n, m, k, ms, path) = (num(0), num(1), num(2), num(3) as u64, args[4]);
+    let (mut pipe_r, mut pipe_w) = std::io::pipe().unwrap();
+    pipe_w.write_all(&vec![b'p'; n]).unwrap();
+    std::fs::write(path, vec![b'f'; m]).unwrap();
+    let mut file = std::fs::File::open(path).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while peer.read(&mut byte).is_ok_and(|n| n == 1) {
+            thread::sleep(std::time::Duration::from_millis(ms));
+            peer.write_all(b"a").unwrap();
+        }
+    });
+    writeln!(out, "fdio {} {} {}", pipe_r.as_raw_fd(), file.as_raw_fd(), tcp.as_raw_fd()).unwrap();
+    Box::new(move || {
+        let mut byte = [0u8; 1];
+        for _ in 0..n {
+            pipe_r.read_exact(&mut byte).unwrap();
+        }
+        for _ in 0..m {
+            file.read_exact(&mut byte).unwrap();
+        }
+        for _ in 0..k {
+            tcp.write_all(b"q").unwrap();
+            tcp.read_exact(&mut byte).unwrap();
+        }
+    })
 }

@@ -127,11 +127,15 @@ async fn ask(
                 } as i32,
                 threads: args.threads,
                 progress_msec: 500,
+                // 0 asks for the agent's default: say none with an empty list instead.
+                slowest: args.slowest.max(1),
             };
             let progress = render::Progress::on_terminal();
             let profile = backend.profile_syscalls(req, |p| progress.show(p)).await;
             progress.clear();
-            view.profile(&profile?)?;
+            let mut profile = profile?;
+            profile.slowest.truncate(args.slowest as usize);
+            view.profile(&profile, args.by)?;
             Ok(code::OK)
         }
         Command::Reports(args) => {

@@ -207,6 +207,19 @@ pub struct StraceArgs {
     /// auto: ebpf when the agent may load BPF programs, else ptrace.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: ProfileBackend,
+    /// The table: by syscall (strace -c, with the fds each spent its time on), or
+    /// by fd (what each fd is: a path, a TCP connection…, and the time on it).
+    #[arg(long, value_enum, default_value = "syscall")]
+    pub by: ProfileBy,
+    /// How many of the slowest calls to list (at most 100).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub slowest: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileBy {
+    Syscall,
+    Fd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -282,7 +282,9 @@ mod tests {
         assert_eq!(f.len(), 2, "{f:#?}");
         assert_eq!(
             f[0].message,
-            format!("thread 12 spent 78% of 5.0 s in read() on {socket} (fd 5), p99 2.1 s: the peer is slow (or the connection idles between requests)")
+            format!(
+                "thread 12 spent 78% of 5.0 s in read() on {socket} (fd 5), p99 2.1 s: the peer is slow (or the connection idles between requests)"
+            )
         );
         assert_eq!((f[0].id, f[0].severity), ("syscall.slow_fd", Severity::Warn));
         assert!(f[0].next_step.contains("strace --pid 7 --by fd"));

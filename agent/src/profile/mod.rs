@@ -235,7 +235,11 @@ impl Named {
             // A failed read leaves the threshold where it was: the next poll tries again.
             let _ = c.drain_slow();
         }
-        let fresh = self.live.take_fresh();
+        // A name is read once: a later syscall on the same fd (a new entry) says nothing new.
+        let mut fresh = self.live.take_fresh();
+        fresh.retain(|k| !self.names.contains_key(k));
+        fresh.sort_unstable();
+        fresh.dedup();
         if fresh.is_empty() {
             return;
         }

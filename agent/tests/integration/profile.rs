@@ -251,3 +251,76 @@ fn a_container_is_profiled_whole() {
     let o = stat(&p, "openat");
     assert_eq!((o.calls, o.errors), (1000, 1000));
 }
+
+/// Reads `n` bytes from a pipe, `m` from a file and `k` answers from a TCP peer that
+/// sleeps `SLEEP_MS` before each, and checks what each backend says about each fd.
+fn time_by_fd(backend: v1::ProfileBackend) {
+    let (n, m, k, sleep_ms): (u64, u64, u64, u64) = (2000, 1000, 100, 20);
+    let agent = Agent::new(&Roots::default());
+    let mut w = Workload::spawn(2000, 500);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input");
+    writeln!(w.stdin, "fdio {n} {m} {k} {sleep_ms} {}", path.display()).unwrap();
+    let mut line = String::new();
+    w.out.read_line(&mut line).unwrap();
+    let fds: Vec<i32> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap()).collect();
+    let [pipe, file, tcp] = fds[..] else { panic!("{line:?}") };
+    let mut stdin = w.stdin.try_clone_for_test();
+    let run = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        writeln!(stdin, "run").unwrap();
+    });
+    let p = agent.profile_syscalls(request(w.pid, backend, 3500), |_| true).unwrap();
+    run.join().unwrap();
+    w.expect_done();
+    assert!(!p.partial, "{}", p.partial_reason);
+    let on = |fd: i32| {
+        let f = p.fds.iter().find(|f| f.pid == w.pid && f.fd == fd);
+        f.unwrap_or_else(|| panic!("fd {fd} not in {:#?}", p.fds))
+    };
+    let calls = |f: &v1::FdStat, name: &str| f.syscalls.iter().find(|s| s.name == name).map_or(0, |s| s.calls);
+    let (p_, f_, t_) = (on(pipe), on(file), on(tcp));
+    // Besides the reads: its close at the end (and a debug build's fcntl check before it).
+    assert_eq!((calls(p_, "read"), calls(p_, "close"), p_.kind), (n, 1, v1::FdKind::Pipe as i32), "{p_:?}");
+    assert!(p_.target.starts_with("pipe:["), "{}", p_.target);
+    assert_eq!((calls(f_, "read"), f_.target.as_str()), (m, path.to_str().unwrap()), "{f_:?}");
+    assert_eq!(f_.kind, v1::FdKind::File as i32);
+    // std's TcpStream reads with recv and writes with send.
+    assert_eq!((calls(t_, "recvfrom"), calls(t_, "sendto")), (k, k), "{t_:?}");
+    assert!(t_.target.starts_with("tcp 127.0.0.1:") && t_.target.ends_with("(ESTABLISHED)"), "{}", t_.target);
+    // Every recv of an answer waited sleep_ms (20 ms): the [16.8, 33.6) ms bucket.
+    let read_ns: u64 = t_.syscalls.iter().find(|s| s.name == "recvfrom").unwrap().total_nsec;
+    assert!(read_ns >= k * sleep_ms * 1_000_000, "{read_ns}");
+    assert!(t_.latency_buckets.len() == 25 && t_.latency_buckets[24] == k, "{:?}", t_.latency_buckets);
+    assert!(t_.p99_nsec >= sleep_ms * 1_000_000 && t_.p99_nsec <= t_.max_nsec, "{t_:?}");
+    let read = stat(&p, "recvfrom");
+    assert!(read.top_fds.first().is_some_and(|t| t.name == t_.target), "{:?}", read.top_fds);
+    assert_eq!(read.latency_buckets.iter().sum::<u64>(), read.calls);
+    // The thread spent well over half the profile on the socket.
+    let slow = p.findings.iter().find(|f| f.id == "syscall.slow_fd").expect("a slow_fd finding");
+    assert!(slow.message.contains(&format!("on {} (fd {tcp})", t_.target)), "{}", slow.message);
+    assert!(slow.message.starts_with(&format!("thread {} spent", w.pid)), "{}", slow.message);
+    // The slowest calls: the reads of answers (each waits for the peer's sleep, so a little
+    // longer than it), the peer's sleeps, and under ptrace the calls that were waiting at attach
+    // and restarted (the read of `run`, the peer's first read).
+    assert_eq!(p.slowest.len(), 10);
+    assert!(p.slowest.iter().all(|c| c.duration_nsec >= sleep_ms * 1_000_000), "{:#?}", p.slowest);
+    assert!(p.slowest.windows(2).all(|w| w[0].duration_nsec >= w[1].duration_nsec));
+    let answer = p.slowest.iter().find(|c| c.syscall == "recvfrom" && c.fd == tcp);
+    let answer = answer.unwrap_or_else(|| panic!("no read of an answer in {:#?}", p.slowest));
+    assert_eq!((answer.target.as_str(), answer.result, answer.pid), (t_.target.as_str(), 1, w.pid));
+    assert!(answer.offset_nsec >= 250_000_000 && answer.offset_nsec < 3_500_000_000, "{answer:?}");
+    assert_eq!(p.slowest_missed, 0);
+}
+
+#[test]
+fn ptrace_times_each_fd_target() {
+    time_by_fd(v1::ProfileBackend::Ptrace);
+}
+
+#[test]
+fn ebpf_times_each_fd_target() {
+    if crate::support::privileged("ebpf_times_each_fd_target") {
+        time_by_fd(v1::ProfileBackend::Ebpf);
+    }
+}

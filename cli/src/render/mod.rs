@@ -14,7 +14,7 @@ mod syscalls;
 mod tables;
 mod units;
 
-use crate::args::Output;
+use crate::args::{Output, ProfileBy};
 use crate::error::CliError;
 use anstyle::{AnsiColor, Style};
 use osl_proto::enum_names;
@@ -264,26 +264,62 @@ impl View {
         Ok(out)
     }
 
-    pub fn profile(&self, p: &v1::SyscallProfile) -> Result<(), CliError> {
+    pub fn profile(&self, p: &v1::SyscallProfile, by: ProfileBy) -> Result<(), CliError> {
         if self.output == Output::Seccomp {
             let json = serde_json::to_string_pretty(&syscalls::seccomp(p)).unwrap_or_default();
             return write(&format!("{json}\n"));
         }
-        self.show(p, Self::profile_text)
+        self.show(p, |view, p| view.profile_text(p, by))
     }
 
-    fn profile_text(&self, p: &v1::SyscallProfile) -> String {
+    fn profile_text(&self, p: &v1::SyscallProfile, by: ProfileBy) -> String {
         let mut out = syscalls::header(p);
         findings(&mut out, &p.findings);
-        out.push_str(&syscalls::table(&p.syscalls, self.wide(), self.width));
-        out.push_str("\n\n");
+        let tables = |out: &mut String, syscalls: &[v1::SyscallStat], fds: &[v1::FdStat]| {
+            match by {
+                ProfileBy::Syscall => out.push_str(&syscalls::table(syscalls, self.wide(), self.width)),
+                ProfileBy::Fd if fds.is_empty() => out.push_str("(no time on fds)"),
+                ProfileBy::Fd => out.push_str(&syscalls::fd_table(fds, self.wide(), self.width)),
+            }
+            out.push_str("\n\n");
+        };
+        tables(&mut out, &p.syscalls, &p.fds);
+        if self.wide() {
+            out.push_str(&heading("LATENCY (calls per log2 bucket)"));
+            match by {
+                ProfileBy::Syscall => {
+                    for s in p.syscalls.iter().filter(|s| s.calls > 0) {
+                        out.push_str(&format!("{} ({} calls)\n", s.name, s.calls));
+                        out.push_str(&syscalls::histogram(&s.latency_buckets));
+                    }
+                }
+                ProfileBy::Fd => {
+                    for f in &p.fds {
+                        out.push_str(&format!("pid {} fd {} {} ({} calls)\n", f.pid, f.fd, f.target, f.calls));
+                        out.push_str(&syscalls::histogram(&f.latency_buckets));
+                    }
+                }
+            }
+            out.push('\n');
+        }
+        if !p.slowest.is_empty() {
+            out.push_str(&heading("SLOWEST CALLS"));
+            out.push_str(&syscalls::slowest(&p.slowest, self.width));
+            out.push('\n');
+            if p.slowest_missed > 0 {
+                out.push_str(&format!(
+                    "({} slow calls were overwritten in the kernel before the agent read them: the list may miss some)\n",
+                    p.slowest_missed
+                ));
+            }
+            out.push('\n');
+        }
         for t in &p.threads {
             out.push_str(&heading(&format!(
                 "THREAD {} ({}) of pid {}: {} calls, {} errors",
                 t.tid, t.comm, t.pid, t.calls, t.errors
             )));
-            out.push_str(&syscalls::table(&t.syscalls, self.wide(), self.width));
-            out.push_str("\n\n");
+            tables(&mut out, &t.syscalls, &t.fds);
         }
         notes(&mut out, p.agent.as_ref(), &p.unavailable, &[], None);
         out
@@ -682,11 +718,19 @@ mod tests {
             backend_reason: hostile("why"),
             partial: true,
             partial_reason: hostile("partial"),
-            syscalls: vec![v1::SyscallStat { name: hostile("read"), ..Default::default() }],
+            syscalls: vec![v1::SyscallStat {
+                name: hostile("read"),
+                top_fds: vec![v1::TimeCount { name: hostile("top fd"), ..Default::default() }],
+                ..Default::default()
+            }],
+            fds: vec![v1::FdStat { target: hostile("path"), ..Default::default() }],
+            slowest: vec![v1::SlowCall { target: hostile("slow fd"), ..Default::default() }],
             threads: vec![v1::ThreadProfile { comm: hostile("thread"), ..Default::default() }],
             ..Default::default()
         };
-        assert_escaped(&table().text(&profile, View::profile_text).unwrap());
+        for by in [ProfileBy::Syscall, ProfileBy::Fd] {
+            assert_escaped(&table().text(&profile, |view, p| view.profile_text(p, by)).unwrap());
+        }
         let report = v1::Report {
             id: hostile("id"),
             container_id: hostile("c"),

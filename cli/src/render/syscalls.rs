@@ -12,15 +12,35 @@ fn usecs(nsec: u64) -> String {
     format!("{}", nsec / 1000)
 }
 
-/// strace -c's columns, plus min/max and the errnos behind the errors.
-pub fn table(stats: &[v1::SyscallStat], wide: bool, width: Option<u16>) -> String {
-    let mut headers = vec!["% TIME", "SECONDS", "USECS/CALL", "CALLS", "ERRORS", "SYSCALL"];
-    if wide {
-        headers.extend(["MIN USECS", "MAX USECS"]);
+/// "1.9 s", "2.0 ms", "35 µs", "800 ns" (the agent's findings say it the same way).
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.0} µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.1} s", ns as f64 / 1e9),
     }
-    headers.push("ERRNO");
-    let right: &[usize] = if wide { &[0, 1, 2, 3, 4, 6, 7] } else { &[0, 1, 2, 3, 4] };
-    let mut t = Grid::new(headers, right);
+}
+
+/// "tcp 10.0.0.5:5432 … 78%": an fd target and its share of a total.
+fn shares(top: &[v1::TimeCount], total_nsec: u64, n: usize) -> String {
+    let part = |t: &v1::TimeCount| {
+        let pct = if total_nsec == 0 { 0.0 } else { t.total_nsec as f64 * 100.0 / total_nsec as f64 };
+        format!("{} {pct:.0}%", t.name)
+    };
+    top.iter().take(n).map(part).collect::<Vec<_>>().join(", ")
+}
+
+/// strace -c's columns, plus percentiles and the largest call, the errnos behind the
+/// errors, and the fds the time went to; `-o wide` adds the shortest call.
+pub fn table(stats: &[v1::SyscallStat], wide: bool, width: Option<u16>) -> String {
+    let mut headers = vec!["% TIME", "SECONDS", "USECS/CALL", "P50", "P99", "MAX"];
+    if wide {
+        headers.push("MIN");
+    }
+    headers.extend(["CALLS", "ERRORS", "SYSCALL", "ERRNO", "TOP FDS"]);
+    let right: Vec<usize> = (0..headers.len() - 3).collect();
+    let mut t = Grid::new(headers, &right);
     for s in stats {
         let errnos: Vec<String> =
             s.errnos.iter().take(if wide { 8 } else { 2 }).map(|c| format!("{} {}", c.name, c.count)).collect();
@@ -28,17 +48,92 @@ pub fn table(stats: &[v1::SyscallStat], wide: bool, width: Option<u16>) -> Strin
             format!("{:.2}", s.time_pct),
             secs(s.total_nsec),
             usecs(s.total_nsec.checked_div(s.calls).unwrap_or(0)),
+            human_ns(s.p50_nsec),
+            human_ns(s.p99_nsec),
+            human_ns(s.max_nsec),
+        ];
+        if wide {
+            row.push(human_ns(s.min_nsec));
+        }
+        row.extend([
             s.calls.to_string(),
             if s.errors == 0 { String::new() } else { s.errors.to_string() },
             s.name.clone(),
-        ];
-        if wide {
-            row.extend([usecs(s.min_nsec), usecs(s.max_nsec)]);
-        }
-        row.push(errnos.join(", "));
+            errnos.join(", "),
+            shares(&s.top_fds, s.total_nsec, if wide { 3 } else { 2 }),
+        ]);
         t.push(row);
     }
     t.render(width)
+}
+
+/// Time by fd target, most first: what each fd was and the time its syscalls took.
+pub fn fd_table(fds: &[v1::FdStat], wide: bool, width: Option<u16>) -> String {
+    let mut headers = vec!["% WALL", "SECONDS", "CALLS", "ERRORS", "P50", "P99", "MAX", "PID", "FD", "SYSCALLS"];
+    if wide {
+        headers.insert(7, "MIN");
+    }
+    headers.push("TARGET");
+    let right: Vec<usize> = (0..headers.len() - 2).collect();
+    let mut t = Grid::new(headers, &right);
+    for f in fds {
+        let syscalls: Vec<String> = f.syscalls.iter().take(3).map(|c| format!("{} {}", c.name, c.calls)).collect();
+        let mut row = vec![
+            format!("{:.1}", f.wall_pct),
+            secs(f.total_nsec),
+            f.calls.to_string(),
+            if f.errors == 0 { String::new() } else { f.errors.to_string() },
+            human_ns(f.p50_nsec),
+            human_ns(f.p99_nsec),
+            human_ns(f.max_nsec),
+        ];
+        if wide {
+            row.push(human_ns(f.min_nsec));
+        }
+        row.extend([f.pid.to_string(), f.fd.to_string(), syscalls.join(", "), f.target.clone()]);
+        t.push(row);
+    }
+    t.render(width)
+}
+
+/// The slowest calls, slowest first, with when they started.
+pub fn slowest(calls: &[v1::SlowCall], width: Option<u16>) -> String {
+    let mut t = Grid::new(vec!["AT", "DURATION", "PID", "TID", "SYSCALL", "RESULT", "FD", "TARGET"], &[0, 1, 2, 3, 6]);
+    for c in calls {
+        let result = if c.errno.is_empty() { c.result.to_string() } else { format!("-1 {}", c.errno) };
+        let fd = if c.fd < 0 { String::new() } else { c.fd.to_string() };
+        t.push(vec![
+            format!("+{:.3}s", c.offset_nsec as f64 / 1e9),
+            human_ns(c.duration_nsec),
+            c.pid.to_string(),
+            c.tid.to_string(),
+            c.syscall.clone(),
+            result,
+            fd,
+            c.target.clone(),
+        ]);
+    }
+    t.render(width)
+}
+
+/// A latency histogram as bcc's funclatency draws it: one row per log2 bucket
+/// from the first used to the last, with a bar scaled to the largest.
+pub fn histogram(buckets: &[u64]) -> String {
+    const BAR: usize = 40;
+    let first = buckets.iter().position(|&n| n > 0).unwrap_or(buckets.len());
+    let most = buckets.iter().copied().max().unwrap_or(0).max(1);
+    let mut out = String::new();
+    for (i, &n) in buckets.iter().enumerate().skip(first) {
+        let low = if i == 0 { 0 } else { 1u64 << i };
+        let bar = (n as f64 * BAR as f64 / most as f64).ceil() as usize;
+        out.push_str(&format!(
+            "  {:>8} -> {:<8} : {n:<10} |{:<BAR$}|\n",
+            human_ns(low),
+            human_ns((1u64 << (i + 1)) - 1),
+            "*".repeat(bar)
+        ));
+    }
+    out
 }
 
 /// The first lines: what was profiled, how, for how long, and the totals.
@@ -115,6 +210,9 @@ mod tests {
             errnos: vec![v1::Count { name: "ENOENT".into(), count: 5000 }],
             total_nsec: 25_000_000,
             time_pct: 12.5,
+            p50_nsec: 4095,
+            p99_nsec: 8191,
+            max_nsec: 40_000,
             ..Default::default()
         };
         let t = table(&[s], false, None);
@@ -125,16 +223,81 @@ mod tests {
                 "TIME",
                 "SECONDS",
                 "USECS/CALL",
+                "P50",
+                "P99",
+                "MAX",
                 "CALLS",
                 "ERRORS",
                 "SYSCALL",
-                "ERRNO"
+                "ERRNO",
+                "TOP",
+                "FDS"
             ]),
             "{t}"
         );
         assert!(
-            lines[1].split_whitespace().eq(["12.50", "0.025000", "5", "5000", "5000", "openat", "ENOENT", "5000"]),
+            lines[1].split_whitespace().eq([
+                "12.50", "0.025000", "5", "4", "µs", "8", "µs", "40", "µs", "5000", "5000", "openat", "ENOENT", "5000"
+            ]),
             "{t}"
         );
+    }
+
+    #[test]
+    fn fds_name_their_target_and_histograms_draw_bars() {
+        let read = v1::SyscallStat {
+            name: "read".into(),
+            calls: 3,
+            total_nsec: 60_000_000,
+            top_fds: vec![
+                v1::TimeCount {
+                    name: "tcp 1.2.3.4:5 -> 6.7.8.9:10 (ESTABLISHED)".into(),
+                    calls: 1,
+                    total_nsec: 45_000_000,
+                },
+                v1::TimeCount { name: "pipe:[7]".into(), calls: 2, total_nsec: 15_000_000 },
+            ],
+            ..Default::default()
+        };
+        let t = table(&[read], false, None);
+        assert!(
+            t.lines().nth(1).unwrap().ends_with("tcp 1.2.3.4:5 -> 6.7.8.9:10 (ESTABLISHED) 75%, pipe:[7] 25%"),
+            "{t}"
+        );
+        let f = v1::FdStat {
+            pid: 9,
+            fd: 4,
+            target: "/var/log/x".into(),
+            syscalls: vec![v1::TimeCount { name: "write".into(), calls: 7, total_nsec: 1 }],
+            calls: 7,
+            total_nsec: 2_500_000_000,
+            wall_pct: 50.0,
+            ..Default::default()
+        };
+        let t = fd_table(&[f], false, None);
+        assert!(
+            t.lines().nth(1).unwrap().split_whitespace().eq([
+                "50.0",
+                "2.500000",
+                "7",
+                "0",
+                "ns",
+                "0",
+                "ns",
+                "0",
+                "ns",
+                "9",
+                "4",
+                "write",
+                "7",
+                "/var/log/x"
+            ]),
+            "{t}"
+        );
+        let h = histogram(&[0, 0, 4, 8, 0, 1]);
+        let rows: Vec<&str> = h.lines().collect();
+        assert_eq!(rows.len(), 4, "{h}");
+        assert_eq!(rows[0], format!("      4 ns -> 7 ns     : 4          |{:<40}|", "*".repeat(20)));
+        assert!(rows[1].contains(&"*".repeat(40)) && rows[3].starts_with("     32 ns -> 63 ns"), "{h}");
     }
 }

@@ -3,7 +3,6 @@
 //! hand-written program needs no compiler on the machine, no BTF relocation
 //! and no object file parser.
 
-
 use std::os::fd::RawFd;
 
 /// One `struct bpf_insn`.

@@ -71,17 +71,17 @@ mod programs;
 mod sys;
 
 use super::counts::{Counts, ErrnoCount, SlowCall, Slowest, SyscallCount};
-use programs::*;
-pub use sys::BpfError;
 use asm::BPF_ANY;
-use sys::{BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, Map, bpf_err};
+use programs::*;
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::OwnedFd;
 #[cfg(test)]
 use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
+pub use sys::BpfError;
+use sys::{BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, Map, bpf_err};
 
 pub use sys::{Refused, try_attach};
 
@@ -152,7 +152,8 @@ impl Counter {
 
     fn attach_with(key: ThreadKey, pidns: (u64, u64), tgids: &[u32]) -> Result<Counter, BpfError> {
         let pidns = (kernel_dev(pidns.0), pidns.1);
-        let hash = |name, key, value, max| Map::create_with(name, BPF_MAP_TYPE_HASH, key, value, max, BPF_F_NO_PREALLOC);
+        let hash =
+            |name, key, value, max| Map::create_with(name, BPF_MAP_TYPE_HASH, key, value, max, BPF_F_NO_PREALLOC);
         let targets = Map::create("osl_targets", BPF_MAP_TYPE_HASH, 4, 4, TARGETS_MAX)?;
         let generation = Map::create("osl_generation", BPF_MAP_TYPE_ARRAY, 4, 4, 1)?;
         let threads = hash("osl_threads", 8, THREADS_VALUE, THREADS_MAX)?;
@@ -306,7 +307,9 @@ impl Counter {
 
     fn set_threshold(&self, ns: u64) -> Result<(), BpfError> {
         let key0 = 0u32.to_ne_bytes();
-        self.threshold.update(&key0, &ns.to_ne_bytes(), BPF_ANY).map_err(|e| bpf_err("writing the BPF slow threshold", e))
+        self.threshold
+            .update(&key0, &ns.to_ne_bytes(), BPF_ANY)
+            .map_err(|e| bpf_err("writing the BPF slow threshold", e))
     }
 
     /// The aggregate so far; may be called repeatedly while attached (progress), and once more at the end.
@@ -568,4 +571,3 @@ mod tests {
         }
     }
 }
-

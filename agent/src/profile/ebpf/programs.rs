@@ -312,11 +312,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     emit_read_arg(&mut a, REGS_DI);
     a.emit(&[ldx_mem(BPF_W, R1, R10, -72)]); // the low 32 bits, zero-extended: an int fd
     a.jmp_imm(BPF_JGT, R1, i32::MAX, keyed); // negative: no fd
-    a.emit(&[
-        stx_mem(BPF_W, R10, R1, -16),
-        stx_mem(BPF_W, R10, R1, -44),
-        stx_mem(BPF_W, R10, R1, -60),
-    ]);
+    a.emit(&[stx_mem(BPF_W, R10, R1, -16), stx_mem(BPF_W, R10, R1, -44), stx_mem(BPF_W, R10, R1, -60)]);
     emit_lookup(&mut a, m.epochs, -48);
     let epoch_zero = a.label();
     a.jmp_imm(BPF_JEQ, R0, 0, epoch_zero);
@@ -340,8 +336,8 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     ]);
     // A new fd (or an fd number's new epoch): tell userspace to name it.
     let fresh_done = a.label();
-    a.emit(&[ldx_mem(BPF_W, R1, R10, -16)]);
-    a.jmp_imm(BPF_JEQ, R1, -1, fresh_done);
+    a.emit(&[ldx_mem(BPF_W, R1, R10, -16)]); // zero-extended: -1 (no fd) is above i32::MAX
+    a.jmp_imm(BPF_JGT, R1, i32::MAX, fresh_done);
     a.emit(&[mov64_imm(R1, 1), stx_mem(BPF_W, R10, R1, -72)]);
     a.emit(&ld_map_fd(R1, m.fresh));
     a.emit(&[
