@@ -1,4 +1,5 @@
-//! A syscall profile's target with exact counts: `osl-syscalls [GETPPID OPENAT]`.
+//! A syscall profile's target with exact counts: `osl-syscalls [GETPPID OPENAT]`;
+//! or a benchmark's: `osl-syscalls pipes FDS N` (see [`pipes`]).
 //!
 //! Prints `ready PID`, then obeys stdin lines:
 //! - `go`: 4 threads (created at startup) together make exactly GETPPID (2000) `getppid`
@@ -46,7 +47,29 @@ fn work(getppid: usize, openat: usize) {
     }
 }
 
+/// `osl-syscalls pipes FDS N`: opens FDS pipes, prints `ready`, waits for a line on stdin,
+/// then N times writes a byte to one pipe and reads it back, going round the pipes (2N
+/// syscalls on 2×FDS fds), and prints `done SECONDS`.
+fn pipes(fds: usize, n: usize) {
+    use std::io::{Read, Write};
+    let mut pipes: Vec<_> = (0..fds).map(|_| std::io::pipe().expect("a pipe")).collect();
+    println!("ready");
+    std::io::stdin().read_line(&mut String::new()).unwrap();
+    let start = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    for i in 0..n {
+        let (r, w) = &mut pipes[i % fds];
+        w.write_all(b"x").unwrap();
+        r.read_exact(&mut byte).unwrap();
+    }
+    println!("done {:.6}", start.elapsed().as_secs_f64());
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("pipes") {
+        let arg = |i: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).expect("pipes FDS N");
+        return pipes(arg(2), arg(3));
+    }
     let arg = |i: usize, default: usize| std::env::args().nth(i).map_or(default, |a| a.parse().expect("a count"));
     let (getppid, openat) = (arg(1, 2000), arg(2, 500));
     assert!(
