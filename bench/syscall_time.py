@@ -14,11 +14,12 @@ Each runs --runs times under each watcher, interleaved so that noise hits all al
   bpftrace count by syscall                     sys_enter only, @[id] = count()
   bpftrace latency by syscall                   enter+exit with nsecs: count, sum, hist by id
   bpftrace latency by syscall and fd            the same keyed by (id, fd): osl's aggregation
-  kubectl-osl strace --backend ebpf             by syscall, fd and epoch, with histograms,
-                                                errors, errnos and the slowest calls (one
-                                                kernel program: --by only changes the table)
+  kubectl-osl strace --backend ebpf --by syscall counts every call by syscall, fd and
+                                                epoch (errors, errnos), times 1 call in 8
+                                                per thread (histograms, slowest calls)
+  kubectl-osl strace --backend ebpf --by fd     the same with every call timed
 and the slowdown printed is the target's time against its untraced time (median of
---runs), with osl's ratio to each bpftrace aggregation. bpftrace needs tracefs, mounted
+--runs), with osl by fd's ratio to each bpftrace aggregation. bpftrace needs tracefs, mounted
 here if it is not. Prints min–max over the runs too.
 """
 import argparse, os, re, signal, statistics, subprocess, sys, time
@@ -106,12 +107,18 @@ def main():
     ap.add_argument("--n", type=int, default=3_000_000, help="syscalls per target run")
     ap.add_argument("--fds", type=int, default=1000, help="pipes of the many-fd target")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--targets", default="dd,pipes", help="which targets: dd, pipes")
+    ap.add_argument("--only", default="", help="run only the watchers whose names contain one of these (comma-separated)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: BPF and perf on another process need it")
     if not os.path.exists("/sys/kernel/tracing/events"):
         subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)
     bins = build()
+
+    def osl(by):
+        argv = [os.path.join(bins, "kubectl-osl"), "strace", "--local", "--backend", "ebpf", "--by", by, "--duration", "60s"]
+        return lambda pid: watch(argv + ["--pid", str(pid)])
 
     def bpftrace(which):
         return lambda pid: watch(["bpftrace", "-e", BPFTRACE[which].replace("PID", str(pid))], "Attaching")
@@ -122,9 +129,13 @@ def main():
         ("bpftrace count by syscall", bpftrace("count")),
         ("bpftrace latency by syscall", bpftrace("latency")),
         ("bpftrace latency by syscall+fd", bpftrace("latency_fd")),
-        ("osl ebpf (by syscall and fd)", lambda pid: watch([os.path.join(bins, "kubectl-osl"), "strace", "--local", "--pid", str(pid), "--backend", "ebpf", "--by", "fd", "--duration", "60s"])),
+        ("osl ebpf by syscall (1 in 8 timed)", osl("syscall")),
+        ("osl ebpf by fd (every call timed)", osl("fd")),
     ]
-    for kind in ["dd", "pipes"]:
+    if a.only:
+        keep = a.only.split(",")
+        ways = [w for w in ways if w[0] == "untraced" or any(k in w[0] for k in keep)]
+    for kind in a.targets.split(","):
         times = {name: [] for name, _ in ways}
         for _ in range(a.runs):
             for name, watcher in ways:
@@ -139,8 +150,8 @@ def main():
             lo, hi = min(times[name]) / base, max(times[name]) / base
             slow[name] = statistics.median(times[name]) / base
             print(f"{name:32} {per * 1e9:10.0f} {slow[name]:8.2f}x {lo:6.2f}-{hi:.2f}x")
-        osl = slow["osl ebpf (by syscall and fd)"]
-        for peer in ["bpftrace latency by syscall", "bpftrace latency by syscall+fd"]:
+        osl = slow.get("osl ebpf by fd (every call timed)")
+        for peer in [p for p in ["bpftrace latency by syscall", "bpftrace latency by syscall+fd"] if p in slow and osl]:
             added = (osl - 1) / max(slow[peer] - 1, 1e-9)
             print(f"osl / {peer}: {osl / slow[peer]:.2f} of its slowdown ({added:.2f} of the time it adds)")
 

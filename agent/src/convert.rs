@@ -514,6 +514,7 @@ pub fn syscall_profile(
         fds: s.fds.iter().map(|f| fd_stat(f, elapsed_ns)).collect(),
         slowest: s.slowest.iter().map(slow_call).collect(),
         slowest_missed: s.slowest_missed,
+        time_one_in: s.time_one_in,
     }
 }
 

@@ -87,6 +87,13 @@ impl Agent {
                 profile::counts::SLOWEST_KEPT
             )));
         }
+        let time_one_in = req.time_one_in.max(1);
+        if !time_one_in.is_power_of_two() || time_one_in > profile::MAX_SAMPLE {
+            return Err(AgentError::InvalidArgument(format!(
+                "time_one_in must be a power of two up to {}; asked {time_one_in}",
+                profile::MAX_SAMPLE
+            )));
+        }
         let asked = v1::ProfileBackend::try_from(req.backend)
             .map_err(|_| AgentError::InvalidArgument(format!("unknown backend {}", req.backend)))?;
         let (backend, reason) = profile::choose(asked, &self.privileges)?;
@@ -117,7 +124,8 @@ impl Agent {
         let alive = |p: i32| self.collector.proc_reader().read_brief(p).is_ok_and(|b| !b.dead);
         let more = || if container.container_id.is_some() { members(&container).unwrap_or_default() } else { vec![] };
         let fallback = asked == v1::ProfileBackend::Unspecified;
-        let plan = profile::Plan { pids, backend, duration, tick_every: tick, fallback, proc_root: root.clone() };
+        let plan =
+            profile::Plan { pids, backend, duration, tick_every: tick, fallback, proc_root: root.clone(), time_one_in };
         let outcome = self.profiles.run(plan, alive, more, |p| {
             progress(p.map(|p| v1::ProfileProgress {
                 elapsed_msec: p.elapsed.as_millis() as u64,

@@ -1,7 +1,7 @@
 //! What each subcommand does: find the agent (a pod's, through the API server;
 //! --agent; or --local), ask it, render, choose the exit code.
 
-use crate::args::{Cli, Command, Level, Output, ProfileBackend};
+use crate::args::{Cli, Command, Level, Output, ProfileBackend, ProfileBy};
 use crate::backend::Backend;
 use crate::calls::{container_id, diagnose_request, exit_for, filter, in_pod, pod_backend, reach, with_agent_status};
 use crate::error::{CliError, code};
@@ -129,6 +129,10 @@ async fn ask(
                 progress_msec: 500,
                 // 0 asks for the agent's default: say none with an empty list instead.
                 slowest: args.slowest.max(1),
+                time_one_in: args.sample.unwrap_or(match args.by {
+                    ProfileBy::Syscall => 8,
+                    ProfileBy::Fd => 1,
+                }),
             };
             let progress = render::Progress::on_terminal();
             let profile = backend.profile_syscalls(req, |p| progress.show(p)).await;

@@ -37,7 +37,10 @@ pub struct SyscallCount {
     pub total_ns: u64,
     pub min_ns: u64,
     pub max_ns: u64,
-    /// Calls per latency bucket (see [`BUCKETS`]).
+    /// Calls timed: all of them, unless the backend sampled (then `total_ns` is scaled to
+    /// all the calls, and `min_ns`, `max_ns` and `hist` are the timed calls').
+    pub timed: u64,
+    /// Timed calls per latency bucket (see [`BUCKETS`]).
     pub hist: [u64; BUCKETS],
 }
 
@@ -54,6 +57,7 @@ impl Default for SyscallCount {
             total_ns: 0,
             min_ns: 0,
             max_ns: 0,
+            timed: 0,
             hist: [0; BUCKETS],
         }
     }
@@ -65,6 +69,7 @@ impl SyscallCount {
         self.min_ns = if self.calls == 0 { ns } else { self.min_ns.min(ns) };
         self.max_ns = self.max_ns.max(ns);
         self.calls += 1;
+        self.timed += 1;
         self.total_ns += ns;
         self.hist[bucket(ns)] += 1;
         if is_error(ret) {
@@ -122,6 +127,8 @@ pub struct Counts {
     /// ring of candidates): the slowest list may miss some of these.
     pub slowest_missed: u64,
     pub names: Vec<FdName>,
+    /// One call in this many was timed (per thread); 0 or 1: every call.
+    pub time_one_in: u32,
 }
 
 /// The `n` slowest calls seen, kept as calls come (a min-heap on duration).

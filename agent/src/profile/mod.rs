@@ -82,7 +82,13 @@ pub struct Plan {
     pub fallback: bool,
     /// Where the targets' fds are read to name them (`/proc`).
     pub proc_root: PathBuf,
+    /// The eBPF backend times one call in this many per thread (a power of two up to
+    /// [`MAX_SAMPLE`]; 1: every call); ptrace times every call.
+    pub time_one_in: u32,
 }
+
+/// The sparsest timing a profile may ask for.
+pub const MAX_SAMPLE: u32 = 64;
 
 /// A tick: what has been counted so far.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +134,7 @@ impl Profiles {
         more_pids: impl Fn() -> Vec<i32>,
         mut tick: impl FnMut(Option<Progress>) -> bool,
     ) -> Result<Outcome, AgentError> {
-        let Plan { pids, backend, duration, tick_every, fallback, proc_root } = plan;
+        let Plan { pids, backend, duration, tick_every, fallback, proc_root, time_one_in } = plan;
         if duration > self.max_duration {
             return Err(AgentError::InvalidArgument(format!(
                 "profiles are capped at {} s in this agent (--max-profile-duration); asked {} s",
@@ -138,9 +144,9 @@ impl Profiles {
         }
         let _claim = self.claim(&pids, backend)?;
         let started = Instant::now();
-        let (live, fell_back) = match Live::start(backend, &pids) {
+        let (live, fell_back) = match Live::start(backend, &pids, time_one_in) {
             Err(AgentError::BackendUnavailable(why)) if backend == Backend::Ebpf && fallback => {
-                (Live::start(Backend::Ptrace, &pids)?, Some(why))
+                (Live::start(Backend::Ptrace, &pids, 1)?, Some(why))
             }
             started => (started?, None),
         };
@@ -261,12 +267,12 @@ enum Live {
 }
 
 impl Live {
-    fn start(backend: Backend, pids: &[i32]) -> Result<Self, AgentError> {
+    fn start(backend: Backend, pids: &[i32], time_one_in: u32) -> Result<Self, AgentError> {
         match backend {
             Backend::Ebpf => {
                 let ns = ebpf::pidns_of_self().map_err(|e| AgentError::Profile(format!("own pid namespace: {e}")))?;
                 let tgids: Vec<u32> = pids.iter().map(|&p| p as u32).collect();
-                ebpf::Counter::attach(ns, &tgids).map(Live::Ebpf).map_err(ebpf_error)
+                ebpf::Counter::attach(ns, &tgids, time_one_in).map(Live::Ebpf).map_err(ebpf_error)
             }
             Backend::Ptrace => {
                 let mut sessions = Vec::with_capacity(pids.len());
@@ -355,6 +361,7 @@ fn merge(parts: impl Iterator<Item = Counts>) -> Counts {
         out.errnos.extend(c.errnos);
         out.lost += c.lost;
         out.slowest_missed += c.slowest_missed;
+        out.time_one_in = out.time_one_in.max(c.time_one_in);
         c.slowest.into_iter().for_each(|call| slowest.offer(call));
     }
     out.slowest = slowest.to_vec();

@@ -18,6 +18,8 @@ pub struct Stat {
     pub total_ns: u64,
     pub min_ns: u64,
     pub max_ns: u64,
+    /// Calls timed (fewer than `calls` when the backend sampled).
+    pub timed: u64,
     pub hist: [u64; BUCKETS],
     /// The fd targets this syscall spent the most time on: (target, calls, ns).
     pub top_fds: Vec<(String, u64, u64)>,
@@ -34,6 +36,7 @@ impl Default for Stat {
             total_ns: 0,
             min_ns: 0,
             max_ns: 0,
+            timed: 0,
             hist: [0; BUCKETS],
             top_fds: Vec::new(),
         }
@@ -116,6 +119,8 @@ pub struct Summary {
     pub fds: Vec<FdStat>,
     pub slowest: Vec<Slow>,
     pub slowest_missed: u64,
+    /// One call in this many was timed (1: every call).
+    pub time_one_in: u32,
     pub calls: u64,
     pub errors: u64,
     pub total_ns: u64,
@@ -177,8 +182,10 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
             f.calls += s.calls;
             f.errors += s.errors;
             f.total_ns += s.total_ns;
-            f.min_ns = f.min_ns.min(s.min_ns);
-            f.max_ns = f.max_ns.max(s.max_ns);
+            if s.timed > 0 {
+                f.min_ns = f.min_ns.min(s.min_ns);
+                f.max_ns = f.max_ns.max(s.max_ns);
+            }
             for (into, n) in f.hist.iter_mut().zip(s.hist) {
                 *into += n;
             }
@@ -190,6 +197,9 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
         }
         let mut v: Vec<FdStat> = m.into_values().collect();
         for f in &mut v {
+            if f.min_ns == u64::MAX {
+                f.min_ns = 0; // nothing timed
+            }
             f.syscalls.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
         }
         v.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(b.calls.cmp(&a.calls)).then(a.fd.cmp(&b.fd)));
@@ -252,13 +262,17 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
         threads,
         slowest,
         slowest_missed: c.slowest_missed,
+        time_one_in: c.time_one_in.max(1),
         lost: c.lost,
     }
 }
 
 fn add(into: &mut Stat, s: &SyscallCount) {
-    into.min_ns = if into.calls == 0 { s.min_ns } else { into.min_ns.min(s.min_ns) };
-    into.max_ns = into.max_ns.max(s.max_ns);
+    if s.timed > 0 {
+        into.min_ns = if into.timed == 0 { s.min_ns } else { into.min_ns.min(s.min_ns) };
+        into.max_ns = into.max_ns.max(s.max_ns);
+    }
+    into.timed += s.timed;
     into.calls += s.calls;
     into.errors += s.errors;
     into.total_ns += s.total_ns;

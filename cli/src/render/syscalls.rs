@@ -155,7 +155,14 @@ pub fn header(p: &v1::SyscallProfile) -> String {
     if p.lost_events > 0 {
         out.push_str(&format!("{} syscalls were not counted (a kernel map was full)\n", p.lost_events));
     }
-    out.push_str("Times are wall-clock from syscall entry to exit, time blocked included (as strace -c -w).\n\n");
+    out.push_str("Times are wall-clock from syscall entry to exit, time blocked included (as strace -c -w).\n");
+    if p.time_one_in > 1 {
+        out.push_str(&format!(
+            "Sampled: 1 call in {} of each thread was timed; counts are exact, times are scaled, latencies are the timed calls' (--sample 1 times every call).\n",
+            p.time_one_in
+        ));
+    }
+    out.push('\n');
     out
 }
 

@@ -111,12 +111,17 @@ pub struct Counter {
     stats: Map,
     errnos: Map,
     epochs: Map,
+    fd_epochs: Map,
+    /// Each target's epoch slot (see `programs`), by tgid; the number of slots given out.
+    slots: Mutex<(std::collections::HashMap<u32, u32>, u32)>,
     fresh: Map,
     ctl: Map,
     threshold: Map,
     slow: Map,
     /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at attach, in ns.
     started_ns: u64,
+    /// One call in this many is timed.
+    sample: u32,
     drained: Mutex<Drained>,
 }
 
@@ -135,6 +140,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// A sampled total, scaled to all the calls: the timed calls' mean times the calls (0 when
+/// none was timed).
+fn scaled(total: u64, calls: u64, timed: u64) -> u64 {
+    if timed == 0 { 0 } else { (u128::from(total) * u128::from(calls) / u128::from(timed)) as u64 }
+}
+
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
@@ -143,14 +154,16 @@ fn monotonic_ns() -> u64 {
 impl Counter {
     /// Counts syscalls of every thread whose thread-group id, numbered in the pid namespace `pidns`
     /// (the (st_dev, st_ino) of e.g. /proc/self/ns/pid — the agent sees namespaced pids), is in `tgids`.
-    pub fn attach(pidns: (u64, u64), tgids: &[u32]) -> Result<Counter, BpfError> {
-        Counter::attach_with(ThreadKey::Regs, pidns, tgids).or_else(|e| match e {
+    /// `sample` (a power of two, at most 64): time one syscall in `sample` of each thread and
+    /// scale the times; counts stay exact.
+    pub fn attach(pidns: (u64, u64), tgids: &[u32], sample: u32) -> Result<Counter, BpfError> {
+        Counter::attach_with(ThreadKey::Regs, pidns, tgids, sample).or_else(|e| match e {
             BpfError::PermissionDenied(_) => Err(e),
-            _ => Counter::attach_with(ThreadKey::Task, pidns, tgids), // e.g. no kernel BTF
+            _ => Counter::attach_with(ThreadKey::Task, pidns, tgids, sample), // e.g. no kernel BTF
         })
     }
 
-    fn attach_with(key: ThreadKey, pidns: (u64, u64), tgids: &[u32]) -> Result<Counter, BpfError> {
+    fn attach_with(key: ThreadKey, pidns: (u64, u64), tgids: &[u32], sample: u32) -> Result<Counter, BpfError> {
         let pidns = (kernel_dev(pidns.0), pidns.1);
         let hash =
             |name, key, value, max| Map::create_with(name, BPF_MAP_TYPE_HASH, key, value, max, BPF_F_NO_PREALLOC);
@@ -162,6 +175,7 @@ impl Counter {
         let errnos = hash("osl_errnos", 8, 8, ERRNOS_MAX)?;
         let fd_syscalls = Map::create("osl_fd_syscalls", BPF_MAP_TYPE_ARRAY, 4, 4, NR_MAX)?;
         let epochs = hash("osl_epochs", 8, 4, EPOCHS_MAX)?;
+        let fd_epochs = Map::create("osl_fd_epochs", BPF_MAP_TYPE_ARRAY, 4, 4, EPOCH_SLOTS * EPOCH_FDS)?;
         let fresh = hash("osl_fresh", FRESH_KEY, 4, FRESH_MAX)?;
         let ctl = Map::create("osl_ctl", BPF_MAP_TYPE_ARRAY, 4, CTL_VALUE, 1)?;
         let threshold = Map::create("osl_threshold", BPF_MAP_TYPE_ARRAY, 4, 8, 1)?;
@@ -191,12 +205,13 @@ impl Counter {
             errnos: errnos.raw(),
             fd_syscalls: fd_syscalls.raw(),
             epochs: epochs.raw(),
+            fd_epochs: fd_epochs.raw(),
             fresh: fresh.raw(),
             ctl: ctl.raw(),
             threshold: threshold.raw(),
             slow: slow.raw(),
         };
-        let enter = sys::load_program("osl_sys_enter", &enter_program(key, pidns, &fds))?;
+        let enter = sys::load_program("osl_sys_enter", &enter_program(key, pidns, &fds, sample))?;
         let exit = sys::load_program("osl_sys_exit", &exit_program(key, &fds))?;
         let task_exit = sys::load_program("osl_task_exit", &task_exit_program(key, &fds))?;
         drop(fd_syscalls); // the programs hold it
@@ -210,11 +225,14 @@ impl Counter {
             stats,
             errnos,
             epochs,
+            fd_epochs,
+            slots: Mutex::new((std::collections::HashMap::new(), 0)),
             fresh,
             ctl,
             threshold,
             slow,
             started_ns: monotonic_ns(),
+            sample,
             drained: Mutex::new(drained),
         };
         counter.add_tgids(tgids)?;
@@ -230,9 +248,20 @@ impl Counter {
 
     /// Adds processes to the filter while attached (e.g. new processes of a container).
     pub fn add_tgids(&self, tgids: &[u32]) -> Result<(), BpfError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         for &tgid in tgids {
+            let given = slots.1;
+            let slot = match slots.0.get(&tgid) {
+                Some(&slot) => slot,
+                None if given < EPOCH_SLOTS => {
+                    slots.1 += 1;
+                    slots.0.insert(tgid, given + 1);
+                    given + 1
+                }
+                None => 0,
+            };
             self.targets
-                .update(&tgid.to_ne_bytes(), &1u32.to_ne_bytes(), BPF_ANY)
+                .update(&tgid.to_ne_bytes(), &slot.to_ne_bytes(), BPF_ANY)
                 .map_err(|e| bpf_err(&format!("adding tgid {tgid} to the BPF filter"), e))?;
         }
         // Threads already seen and cached as "not a target" must be checked again.
@@ -258,9 +287,16 @@ impl Counter {
 
     /// How many times `fd` of `tgid` has been closed so far.
     pub fn epoch(&self, tgid: u32, fd: i32) -> u32 {
-        let key = [tgid.to_ne_bytes(), fd.to_ne_bytes()].concat();
+        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).0.get(&tgid).copied();
         let mut value = [0u8; 4];
-        match self.epochs.lookup(&key, &mut value) {
+        let found = match slot {
+            Some(slot) if (0..EPOCH_FDS as i32).contains(&fd) => {
+                let index = (slot - 1) * EPOCH_FDS + fd as u32;
+                self.fd_epochs.lookup(&index.to_ne_bytes(), &mut value)
+            }
+            _ => self.epochs.lookup(&[tgid.to_ne_bytes(), fd.to_ne_bytes()].concat(), &mut value),
+        };
+        match found {
             Ok(true) => u32::from_ne_bytes(value),
             _ => 0,
         }
@@ -322,17 +358,23 @@ impl Counter {
                 for (i, h) in hist.iter_mut().enumerate() {
                     *h = u64::from(u32_at(v, S_HIST as usize + 4 * i));
                 }
+                let (calls, timed) = (u64_at(v, S_CALLS as usize), u64_at(v, S_TIMED as usize));
+                let (min_ns, max_ns) = match timed {
+                    0 => (0, 0),
+                    _ => (u64_at(v, S_MIN as usize), u64_at(v, S_MAX as usize)),
+                };
                 SyscallCount {
                     tid: u32_at(k, 0),
                     nr: u32_at(k, 4),
                     fd: u32_at(k, 8) as i32,
                     epoch: u32_at(k, 12),
                     tgid: u32_at(v, S_TGID as usize),
-                    calls: u64_at(v, S_CALLS as usize),
+                    calls,
                     errors: u64_at(v, S_ERRORS as usize),
-                    total_ns: u64_at(v, S_TOTAL as usize),
-                    min_ns: u64_at(v, S_MIN as usize),
-                    max_ns: u64_at(v, S_MAX as usize),
+                    total_ns: scaled(u64_at(v, S_TOTAL as usize), calls, timed),
+                    min_ns,
+                    max_ns,
+                    timed,
                     hist,
                 }
             })
@@ -361,6 +403,7 @@ impl Counter {
             slowest: d.slowest.to_vec(),
             slowest_missed: d.missed,
             names: Vec::new(),
+            time_one_in: self.sample,
         })
     }
 }
@@ -398,17 +441,18 @@ mod tests {
             errnos: 8,
             fd_syscalls: 9,
             epochs: 10,
+            fd_epochs: 15,
             fresh: 11,
             ctl: 12,
             threshold: 13,
             slow: 14,
         };
         for key in [ThreadKey::Regs, ThreadKey::Task] {
-            let enter = enter_program(key, (4, 5), &m).len();
+            let enter = enter_program(key, (4, 5), &m, 8).len();
             let exit = exit_program(key, &m).len();
             let task_exit = task_exit_program(key, &m).len();
             println!("{key:?}: sys_enter {enter}, sys_exit {exit}, sched_process_exit {task_exit} insns");
-            assert!(enter < 128 && exit < 320 && task_exit < 20);
+            assert!(enter < 128 && exit < 360 && task_exit < 20);
         }
     }
 
@@ -451,7 +495,7 @@ mod tests {
 
     fn counts_a_thread_and_forgets_it_at_exit(key: ThreadKey) {
         let me = std::process::id();
-        let counter = Counter::attach_with(key, pidns_of_self().unwrap(), &[me]).unwrap();
+        let counter = Counter::attach_with(key, pidns_of_self().unwrap(), &[me], 1).unwrap();
         let worker = std::thread::spawn(|| {
             for _ in 0..100 {
                 nix::unistd::getppid(); // glibc makes the syscall each time
@@ -498,7 +542,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), [1; 30]).unwrap();
         std::fs::write(dir.path().join("b"), [2; 20]).unwrap();
-        let counter = Counter::attach(pidns_of_self().unwrap(), &[me]).unwrap();
+        let counter = Counter::attach(pidns_of_self().unwrap(), &[me], 1).unwrap();
         let (pipe_fd, path) = (r.as_raw_fd(), dir.path().to_path_buf());
         let worker = std::thread::spawn(move || {
             let mut byte = [0u8; 1];
@@ -516,10 +560,18 @@ mod tests {
             for _ in 0..20 {
                 b.read_exact(&mut byte).unwrap();
             }
+            // Above the fds whose epochs live in the array: the hash map's.
+            let high = rustix::io::fcntl_dupfd_cloexec(&b, 1500).unwrap();
+            let mut high = std::fs::File::from(high);
+            for _ in 0..5 {
+                let _ = high.read(&mut byte).unwrap();
+            }
+            let high_fd = high.as_raw_fd();
+            drop(high);
             std::thread::sleep(std::time::Duration::from_millis(20));
-            (gettid(), a_fd)
+            (gettid(), a_fd, high_fd)
         });
-        let (tid, file_fd) = worker.join().unwrap();
+        let (tid, file_fd, high_fd) = worker.join().unwrap();
         counter.drain_slow().unwrap();
         let mut fresh = counter.take_fresh();
         fresh.sort();
@@ -536,6 +588,11 @@ mod tests {
         assert_eq!(calls(file_fd, e), Some((30, 30)));
         assert_eq!(calls(file_fd, e + 1), Some((20, 20)), "after the close, the same number is another file");
         assert_eq!(counter.epoch(me, file_fd), e + 2, "b was closed too");
+        assert!(high_fd >= EPOCH_FDS as i32);
+        let first_high = counts.syscalls.iter().find(|c| c.tid == tid && c.nr == read_nr && c.fd == high_fd);
+        let e_high = first_high.expect("reads on the high fd").epoch;
+        assert_eq!(calls(high_fd, e_high), Some((5, 5)));
+        assert_eq!(counter.epoch(me, high_fd), e_high + 1, "closed: through the hash map");
         assert!(fresh.contains(&(me, pipe_fd, 0)) && fresh.contains(&(me, file_fd, e + 1)), "{fresh:?}");
         assert!(counter.take_fresh().is_empty(), "taken once");
         let nanosleep = crate::profile::names::syscall_number("clock_nanosleep").unwrap();
@@ -549,13 +606,37 @@ mod tests {
     }
 
     #[test]
+    fn sampled_timing_counts_every_call_and_times_one_in_eight() {
+        if !crate::testing::privileged("sampled_timing_counts_every_call_and_times_one_in_eight", BPF) {
+            return;
+        }
+        let me = std::process::id();
+        let counter = Counter::attach(pidns_of_self().unwrap(), &[me], 8).unwrap();
+        let worker = std::thread::spawn(|| {
+            for _ in 0..800 {
+                nix::unistd::getppid();
+            }
+            gettid()
+        });
+        let tid = worker.join().unwrap();
+        let counts = counter.read().unwrap();
+        let c = counts.syscalls.iter().find(|s| s.tid == tid && s.nr == 110).expect("getppid counted");
+        assert_eq!(c.calls, 800, "every call counted");
+        // Every 8th syscall of the thread is timed; all but a few of its syscalls are these.
+        assert!((95..=105).contains(&c.timed), "{c:?}");
+        assert_eq!(c.hist.iter().sum::<u64>(), c.timed);
+        assert!(c.total_ns > 0 && c.min_ns <= c.max_ns && c.max_ns > 0, "{c:?}");
+        assert_eq!(counts.time_one_in, 8);
+    }
+
+    #[test]
     fn drop_detaches() {
         if !crate::testing::privileged("drop_detaches", BPF) {
             return;
         }
         const BPF_PROG_GET_FD_BY_ID: u32 = 13;
         const BPF_LINK_GET_FD_BY_ID: u32 = 30;
-        let counter = Counter::attach(pidns_of_self().unwrap(), &[std::process::id()]).unwrap();
+        let counter = Counter::attach(pidns_of_self().unwrap(), &[std::process::id()], 1).unwrap();
         let links: Vec<u32> = counter.links.iter().map(|l| fdinfo(l, "link_id")).collect();
         let progs: Vec<u32> = counter.progs.iter().map(|p| fdinfo(p, "prog_id")).collect();
         assert_eq!((links.len(), progs.len()), (3, 3));

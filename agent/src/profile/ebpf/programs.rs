@@ -16,16 +16,20 @@ pub(super) const SLOW_SLOTS: u32 = 64;
 /// Syscall numbers `fd_syscalls` describes.
 pub(super) const NR_MAX: u32 = 512;
 
-// targets: u32 ns-tgid -> u32 (1)
+// targets: u32 ns-tgid -> u32 epoch slot (1..=EPOCH_SLOTS, or 0: none)
 // generation: array[1] of u32, bumped by add_tgids() so that cached "not a target" verdicts
 // are re-evaluated.
 // Both thread maps are keyed by a u64 thread key (see ThreadKey) and forgotten at task exit.
 // threads: target threads -> ThreadValue (a full map costs `lost` events)
-pub(super) const THREADS_VALUE: u32 = 24;
+pub(super) const THREADS_VALUE: u32 = 32;
 pub(super) const T_TID: i16 = 0; // u32 ns tid
 pub(super) const T_TGID: i16 = 4; // u32 ns tgid
-pub(super) const T_ENTER: i16 = 8; // u64 ktime at sys_enter, 0 = no syscall in flight
+pub(super) const T_ENTER: i16 = 8; // u64 ktime at sys_enter, 0 = no syscall in flight, UNTIMED
+/// T_ENTER of a syscall in flight that is counted but not timed (see `sample`).
+pub(super) const UNTIMED: i32 = 1;
 pub(super) const T_NR: i16 = 16; // u64 syscall nr in flight
+pub(super) const T_SLOT: i16 = 24; // u32 the process's epoch slot (0: none)
+pub(super) const T_COUNT: i16 = 28; // u32 the thread's syscalls so far, for sampling
 
 // others: LRU cache of threads found not to be targets -> u32 generation of that verdict
 // (an evicted entry only costs a new check).
@@ -38,14 +42,19 @@ pub(super) const S_ERRORS: i16 = 16;
 pub(super) const S_TOTAL: i16 = 24;
 pub(super) const S_MIN: i16 = 32;
 pub(super) const S_MAX: i16 = 40;
-pub(super) const S_HIST: i16 = 48; // u32 per latency bucket
+pub(super) const S_TIMED: i16 = 48; // calls timed (all of them unless sampling)
+pub(super) const S_HIST: i16 = 56; // u32 per latency bucket (of the timed calls)
 pub(super) const STATS_VALUE: u32 = S_HIST as u32 + 4 * BUCKETS as u32;
 // errnos: { u32 nr, u32 errno } -> u64 count
 // fd_syscalls: array[NR_MAX] of u32 flags, by syscall nr
 pub(super) const FD_ARG0: i32 = 1; // the first argument is an fd
 pub(super) const ENDS_ARG0: i32 = 2; // success closes the first argument's fd (close)
 pub(super) const ENDS_ARG1: i32 = 4; // success replaces the second argument's fd (dup2, dup3)
-// epochs: { u32 tgid, i32 fd } -> u32 closes so far
+// fd_epochs: array[EPOCH_SLOTS * EPOCH_FDS] of u32 closes so far, at (slot - 1) * EPOCH_FDS + fd:
+// the epochs of the first processes' low fds, found without hashing (an inlined array lookup)
+pub(super) const EPOCH_SLOTS: u32 = 128;
+pub(super) const EPOCH_FDS: u32 = 1024;
+// epochs: { u32 tgid, i32 fd } -> u32 closes so far, for the others
 // fresh: { u32 tgid, i32 fd, u32 epoch } -> u32 (1): fds seen for the first time, drained by
 // userspace to name them while they are open
 pub(super) const FRESH_KEY: u32 = 12;
@@ -86,6 +95,7 @@ pub(super) struct MapFds {
     pub(super) errnos: RawFd,
     pub(super) fd_syscalls: RawFd,
     pub(super) epochs: RawFd,
+    pub(super) fd_epochs: RawFd,
     pub(super) fresh: RawFd,
     pub(super) ctl: RawFd,
     pub(super) threshold: RawFd,
@@ -139,8 +149,12 @@ pub(super) fn emit_lost(a: &mut Asm, lost: RawFd, key_off: i16, out: Label) {
 /// add_tgids): `bpf_get_ns_current_pid_tgid` and the `targets` lookup, then cache the verdict.
 ///
 /// Registers: r7 = nr, r8 = cached verdict, r9 = generation.
-/// Stack: fp-8 thread key, fp-16 u32 array key, fp-24 pidns_info, fp-48..fp-24 new entry.
-pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds) -> Vec<Insn> {
+/// Stack: fp-8 thread key, fp-16 u32 array key, fp-24 pidns_info, fp-56..fp-24 new entry.
+///
+/// `sample` (a power of two): time one syscall in `sample` of each thread, and mark the others
+/// UNTIMED, so that they are counted without two reads of the clock (~60 ns each here).
+pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sample: u32) -> Vec<Insn> {
+    assert!(sample.is_power_of_two());
     let mut a = Asm::default();
     let [out, slow, record, lost] = [(); 4].map(|_| a.label());
     // r7 = args[1] = nr. exit/exit_group never return: strace -c does not count them either.
@@ -169,21 +183,23 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds) -> Ve
     a.jmp_imm(BPF_JNE, R0, 0, other); // not in our pid namespace
     emit_lookup(&mut a, m.targets, -20);
     a.jmp_imm(BPF_JEQ, R0, 0, other);
-    // A target: threads[key] = { tid, tgid, 0, 0 }, then record this syscall in it.
+    // A target: threads[key] = { tid, tgid, 0, 0, slot }, then record this syscall in it.
     a.emit(&[
+        ldx_mem(BPF_W, R1, R0, 0),
+        stx_mem(BPF_DW, R10, R1, -56 + T_SLOT),
         ldx_mem(BPF_W, R1, R10, -24),
-        stx_mem(BPF_W, R10, R1, -48 + T_TID),
+        stx_mem(BPF_W, R10, R1, -56 + T_TID),
         ldx_mem(BPF_W, R1, R10, -20),
-        stx_mem(BPF_W, R10, R1, -48 + T_TGID),
-        st_mem(BPF_DW, R10, -48 + T_ENTER, 0),
-        st_mem(BPF_DW, R10, -48 + T_NR, 0),
+        stx_mem(BPF_W, R10, R1, -56 + T_TGID),
+        st_mem(BPF_DW, R10, -56 + T_ENTER, 0),
+        st_mem(BPF_DW, R10, -56 + T_NR, 0),
     ]);
     a.emit(&ld_map_fd(R1, m.threads));
     a.emit(&[
         mov64_reg(R2, R10),
         add64_imm(R2, -8),
         mov64_reg(R3, R10),
-        add64_imm(R3, -48),
+        add64_imm(R3, -56),
         mov64_imm(R4, BPF_ANY as i32),
         call(MAP_UPDATE_ELEM),
     ]);
@@ -191,7 +207,21 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds) -> Ve
     a.jmp_imm(BPF_JEQ, R0, 0, lost); // threads is full
 
     a.bind(record); // r0 = the target thread's entry
-    a.emit(&[mov64_reg(R8, R0), stx_mem(BPF_DW, R8, R7, T_NR), call(KTIME_GET_NS), stx_mem(BPF_DW, R8, R0, T_ENTER)]);
+    a.emit(&[mov64_reg(R8, R0), stx_mem(BPF_DW, R8, R7, T_NR)]);
+    if sample > 1 {
+        let timed = a.label();
+        a.emit(&[
+            ldx_mem(BPF_W, R1, R8, T_COUNT),
+            add64_imm(R1, 1),
+            stx_mem(BPF_W, R8, R1, T_COUNT),
+            and64_imm(R1, sample as i32 - 1),
+        ]);
+        a.jmp_imm(BPF_JEQ, R1, 0, timed);
+        a.emit(&[st_mem(BPF_DW, R8, T_ENTER, UNTIMED)]);
+        a.ja(out);
+        a.bind(timed);
+    }
+    a.emit(&[call(KTIME_GET_NS), stx_mem(BPF_DW, R8, R0, T_ENTER)]);
     a.ja(out);
 
     a.bind(other); // others[key] = generation (LRU: never full)
@@ -243,10 +273,11 @@ pub(super) fn emit_get_or_create(a: &mut Asm, map: RawFd, key_off: i16, init_off
 ///   fp-8 thread key; fp-24..-8 stats key {tid, nr, fd, epoch}; fp-32 errno key;
 ///   fp-40 u32 array key; fp-48 epochs key {tgid, fd}; fp-64..-52 fresh key {tgid, fd, epoch};
 ///   fp-72 argument read by probe_read_kernel; fp-80 zero (initial u64/u32 values);
-///   fp-88 fd_syscalls flags; fp-96 enter ktime; fp-104 the pt_regs pointer;
-///   fp-(104+STATS_VALUE)..-104 initial stats value.
+///   fp-88 fd_syscalls flags; fp-96 enter ktime; fp-104 the pt_regs pointer; fp-112 the
+///   process's epoch slot; fp-120 1 if this call is timed; fp-(120+STATS_VALUE)..-120 initial
+///   stats value.
 pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
-    const INIT: i16 = -104 - STATS_VALUE as i16;
+    const INIT: i16 = -120 - STATS_VALUE as i16;
     let mut a = Asm::default();
     let [out, lost, read_fd, skip_min, skip_max, no_fd, keyed, counted, slow] = [(); 9].map(|_| a.label());
     a.emit(&[
@@ -261,6 +292,8 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.jmp_imm(BPF_JEQ, R7, 0, out); // no enter seen (in flight at attach, or a fork child)
     a.emit(&[
         stx_mem(BPF_DW, R10, R7, -96),
+        ldx_mem(BPF_W, R1, R0, T_SLOT),
+        stx_mem(BPF_DW, R10, R1, -112),
         st_mem(BPF_DW, R0, T_ENTER, 0),
         ldx_mem(BPF_DW, R8, R0, T_NR),
         ldx_mem(BPF_W, R1, R0, T_TID), // stats key = { tid, nr, fd, epoch }
@@ -278,6 +311,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
         st_mem(BPF_DW, R10, INIT + S_TOTAL, 0),
         st_mem(BPF_DW, R10, INIT + S_MIN, -1), // u64::MAX
         st_mem(BPF_DW, R10, INIT + S_MAX, 0),
+        st_mem(BPF_DW, R10, INIT + S_TIMED, 0),
         st_mem(BPF_W, R10, -44, -1), // no fd until one is read
         st_mem(BPF_W, R10, -60, -1),
         st_mem(BPF_W, R10, -56, 0),
@@ -287,7 +321,14 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     for i in 0..(BUCKETS as i16 / 2) {
         a.emit(&[st_mem(BPF_DW, R10, INIT + S_HIST + 8 * i, 0)]);
     }
-    a.emit(&[call(KTIME_GET_NS), sub64_reg(R0, R7), mov64_reg(R7, R0)]);
+    // r7 = the duration, or 0 for a call counted but not timed.
+    let [untimed, timed_done] = [(); 2].map(|_| a.label());
+    a.jmp_imm(BPF_JEQ, R7, UNTIMED, untimed);
+    a.emit(&[call(KTIME_GET_NS), sub64_reg(R0, R7), mov64_reg(R7, R0), st_mem(BPF_DW, R10, -120, 1)]);
+    a.ja(timed_done);
+    a.bind(untimed);
+    a.emit(&[mov64_imm(R7, 0), st_mem(BPF_DW, R10, -120, 0)]);
+    a.bind(timed_done);
     // A successful execve from a non-leader thread takes over the leader's tid: forget the
     // thread so that its next syscall classifies it again.
     let forget = a.label();
@@ -313,7 +354,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.emit(&[ldx_mem(BPF_W, R1, R10, -72)]); // the low 32 bits, zero-extended: an int fd
     a.jmp_imm(BPF_JGT, R1, i32::MAX, keyed); // negative: no fd
     a.emit(&[stx_mem(BPF_W, R10, R1, -16), stx_mem(BPF_W, R10, R1, -44), stx_mem(BPF_W, R10, R1, -60)]);
-    emit_lookup(&mut a, m.epochs, -48);
+    emit_epoch(&mut a, m, None);
     let epoch_zero = a.label();
     a.jmp_imm(BPF_JEQ, R0, 0, epoch_zero);
     a.emit(&[ldx_mem(BPF_W, R1, R0, 0), stx_mem(BPF_W, R10, R1, -12)]);
@@ -352,7 +393,11 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     emit_lookup(&mut a, m.stats, -24);
     a.jmp_imm(BPF_JEQ, R0, 0, lost);
     a.bind(have);
-    a.emit(&[mov64_reg(R9, R0), mov64_imm(R1, 1), atomic_add64(R9, R1, S_CALLS), atomic_add64(R9, R7, S_TOTAL)]);
+    a.emit(&[mov64_reg(R9, R0), mov64_imm(R1, 1), atomic_add64(R9, R1, S_CALLS)]);
+    let not_timed = a.label();
+    a.emit(&[ldx_mem(BPF_DW, R1, R10, -120)]);
+    a.jmp_imm(BPF_JEQ, R1, 0, not_timed);
+    a.emit(&[atomic_add64(R9, R7, S_TOTAL), atomic_add64(R9, R1, S_TIMED)]);
     // min/max: best effort, a plain load-compare-store (not atomic against other CPUs; the
     // entry belongs to one thread, which is in one syscall at a time, so races need tid reuse).
     a.emit(&[ldx_mem(BPF_DW, R1, R9, S_MIN)]);
@@ -364,6 +409,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.emit(&[stx_mem(BPF_DW, R9, R7, S_MAX)]);
     a.bind(skip_max);
     emit_histogram(&mut a);
+    a.bind(not_timed);
     // An error is a return in -4095..=-1.
     let ok = a.label();
     a.jmp_imm(BPF_JSGE, R6, 0, ok);
@@ -391,7 +437,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     emit_read_arg(&mut a, REGS_SI);
     a.emit(&[ldx_mem(BPF_W, R1, R10, -72), stx_mem(BPF_W, R10, R1, -44)]);
     a.bind(counted);
-    emit_get_or_create(&mut a, m.epochs, -48, -80, lost);
+    emit_epoch(&mut a, m, Some(lost));
     a.emit(&[mov64_imm(R1, 1), atomic_add32(R0, R1, 0)]);
 
     // A call slower than the threshold goes to the ring: slot = cursor++ % SLOW_SLOTS.
@@ -428,6 +474,34 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.bind(out);
     a.emit(&[mov64_imm(R0, 0), exit()]);
     a.finish()
+}
+
+/// Emits `r0 = &epoch of the fd at fp-44` of the process whose tgid is at fp-48 and slot at
+/// fp-112: in `fd_epochs` for a slot and a low fd, else in `epochs` (NULL if absent there, or
+/// created when `create` gives the label to jump to if that fails).
+fn emit_epoch(a: &mut Asm, m: &MapFds, create: Option<Label>) {
+    let [hash, done] = [(); 2].map(|_| a.label());
+    a.emit(&[ldx_mem(BPF_DW, R2, R10, -112), ldx_mem(BPF_W, R1, R10, -44)]);
+    a.jmp_imm(BPF_JEQ, R2, 0, hash);
+    a.jmp_imm(BPF_JGE, R1, EPOCH_FDS as i32, hash);
+    a.emit(&[
+        add64_imm(R2, -1),
+        lsh64_imm(R2, EPOCH_FDS.trailing_zeros() as i32),
+        add64_reg(R2, R1),
+        stx_mem(BPF_W, R10, R2, -40),
+    ]);
+    a.emit(&ld_map_fd(R1, m.fd_epochs));
+    a.emit(&[mov64_reg(R2, R10), add64_imm(R2, -40), call(MAP_LOOKUP_ELEM)]);
+    a.ja(done);
+    a.bind(hash);
+    match create {
+        Some(lost) => emit_get_or_create(a, m.epochs, -48, -80, lost),
+        None => emit_lookup(a, m.epochs, -48),
+    }
+    a.bind(done);
+    if let Some(lost) = create {
+        a.jmp_imm(BPF_JEQ, R0, 0, lost);
+    }
 }
 
 /// Emits `*(u64 *)(fp-72) = *(u64 *)(regs + off)` with bpf_probe_read_kernel (zero on failure),
