@@ -444,7 +444,14 @@ def check_strace(pod: Pod, backend_args: list[str], want_backend: str, reason_ha
         openat = calls.get("openat", {})
         R.equal(f"{n}: {p.get('backend')} counts openat and its ENOENT errors exactly",
                 (int(openat.get("calls", 0)), int(openat.get("errors", 0))), (500, 500))
-        print(f"     {want_backend}: 2,500 syscalls took {took * 1000:.0f} ms under the profile")
+        # "done" went out on fd 1: its time is told by fd, named as the agent saw it from
+        # outside the app's mount namespace.
+        out_fd = [f for f in p.get("fds", []) if int(f.get("pid", 0)) == pod_pid and int(f.get("fd", -1)) == 1]
+        R.check(f"{n}: {p.get('backend')} names the fd the workload wrote to",
+                len(out_fd) == 1 and any(c["name"] == "write" for c in out_fd[0].get("syscalls", []))
+                and out_fd[0].get("target", "") not in ("", "(closed before the agent read it)"), out_fd)
+        print(f"     {want_backend}: 2,500 syscalls took {took * 1000:.0f} ms under the profile; fd 1 is "
+              f"{out_fd[0].get('target') if out_fd else '?'}")
     finally:
         if work.poll() is None:
             work.kill()

@@ -261,7 +261,7 @@ impl Named {
 
 /// A backend at work.
 enum Live {
-    Ebpf(ebpf::Counter),
+    Ebpf(Box<ebpf::Counter>),
     /// One tracer per process asked for (each follows its threads and forks).
     Ptrace(Vec<ptrace::Session>),
 }
@@ -272,7 +272,7 @@ impl Live {
             Backend::Ebpf => {
                 let ns = ebpf::pidns_of_self().map_err(|e| AgentError::Profile(format!("own pid namespace: {e}")))?;
                 let tgids: Vec<u32> = pids.iter().map(|&p| p as u32).collect();
-                ebpf::Counter::attach(ns, &tgids, time_one_in).map(Live::Ebpf).map_err(ebpf_error)
+                ebpf::Counter::attach(ns, &tgids, time_one_in).map(|c| Live::Ebpf(Box::new(c))).map_err(ebpf_error)
             }
             Backend::Ptrace => {
                 let mut sessions = Vec::with_capacity(pids.len());
