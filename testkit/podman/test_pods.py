@@ -430,6 +430,12 @@ def check_strace(pod: Pod, backend_args: list[str], want_backend: str, reason_ha
         work.stdin.flush()
         done = work.stdout.readline().strip()
         took = time.monotonic() - started
+        # Keep the workload alive past the agent's next look at new fds (every 50 ms), so
+        # that fd 1 is named while it is open, then end it.
+        work.stdin.write("sigs\n")
+        work.stdin.flush()
+        work.stdout.readline()
+        time.sleep(0.3)
         work.stdin.close()
         out, err = profile.communicate(timeout=90)
         R.check(f"{n}: the workload finished while profiled", done == "done", done)
