@@ -133,6 +133,18 @@ impl Agent {
                 calls: p.calls,
                 errors: p.errors,
             }))
+        });
+        let outcome = outcome.map_err(|e| match e {
+            // Why, in the words of the start-up probe (one place says what ptrace needs).
+            AgentError::BackendUnavailable(msg) if msg.starts_with("not permitted to trace") => {
+                let why = self.privileges.limitations.iter().find(|l| l.field == "ptrace").map_or(
+                    "the agent could trace its siblings at start: a seccomp or LSM policy may deny this \
+                     process, or it is a kernel thread",
+                    |l| l.reason.as_str(),
+                );
+                AgentError::BackendUnavailable(format!("{msg}; {why}"))
+            }
+            e => e,
         })?;
         let (backend, reason) = match &outcome.fell_back {
             Some(why) => (profile::Backend::Ptrace, profile::fallback_reason(why)),

@@ -17,7 +17,7 @@ use crate::probe::Privileges;
 use counts::{Counts, FdName};
 use osl_proto::v1;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -144,9 +144,9 @@ impl Profiles {
         }
         let _claim = self.claim(&pids, backend)?;
         let started = Instant::now();
-        let (live, fell_back) = match Live::start(backend, &pids, time_one_in) {
+        let (live, fell_back) = match Live::start(backend, &pids, time_one_in, &proc_root) {
             Err(AgentError::BackendUnavailable(why)) if backend == Backend::Ebpf && fallback => {
-                (Live::start(Backend::Ptrace, &pids, 1)?, Some(why))
+                (Live::start(Backend::Ptrace, &pids, 1, &proc_root)?, Some(why))
             }
             started => (started?, None),
         };
@@ -168,7 +168,7 @@ impl Profiles {
             if now >= next_rescan {
                 next_rescan = now + Duration::from_secs(1);
                 let new: Vec<i32> = more_pids().into_iter().filter(|p| !traced.contains(p)).collect();
-                if !new.is_empty() && live.add(&new).is_ok() {
+                if !new.is_empty() && live.add(&new, &named.proc_root).is_ok() {
                     traced.extend(new);
                 }
             }
@@ -267,7 +267,7 @@ enum Live {
 }
 
 impl Live {
-    fn start(backend: Backend, pids: &[i32], time_one_in: u32) -> Result<Self, AgentError> {
+    fn start(backend: Backend, pids: &[i32], time_one_in: u32, proc_root: &Path) -> Result<Self, AgentError> {
         match backend {
             Backend::Ebpf => {
                 let ns = ebpf::pidns_of_self().map_err(|e| AgentError::Profile(format!("own pid namespace: {e}")))?;
@@ -277,7 +277,7 @@ impl Live {
             Backend::Ptrace => {
                 let mut sessions = Vec::with_capacity(pids.len());
                 for &pid in pids {
-                    match ptrace::start(pid) {
+                    match ptrace::start(pid, proc_root) {
                         Ok(s) => sessions.push(s),
                         // A container's process that exited meanwhile is not an error.
                         Err(ptrace::PtraceError::Gone { .. }) if pids.len() > 1 => {}
@@ -290,12 +290,12 @@ impl Live {
         }
     }
 
-    fn add(&mut self, pids: &[i32]) -> Result<(), AgentError> {
+    fn add(&mut self, pids: &[i32], proc_root: &Path) -> Result<(), AgentError> {
         match self {
             Live::Ebpf(c) => c.add_tgids(&pids.iter().map(|&p| p as u32).collect::<Vec<_>>()).map_err(ebpf_error),
             Live::Ptrace(sessions) => {
                 for &pid in pids {
-                    if let Ok(s) = ptrace::start(pid) {
+                    if let Ok(s) = ptrace::start(pid, proc_root) {
                         sessions.push(s);
                     }
                 }

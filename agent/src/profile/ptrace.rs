@@ -21,6 +21,7 @@ use std::fs;
 use std::io;
 use std::os::unix::thread::JoinHandleExt;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
@@ -167,15 +168,17 @@ pub struct Session {
 ///
 /// Returns once all its threads are seized, or with an error and nothing left attached.
 /// A thread id is taken as its whole process.
-pub fn start(pid: i32) -> Result<Session, PtraceError> {
-    let status = read_status(pid, pid).map_err(|e| match e.kind() {
+/// `proc_root` is the agent's /proc (`/proc`).
+pub fn start(pid: i32, proc_root: &Path) -> Result<Session, PtraceError> {
+    let proc = Procfs { root: proc_root.to_path_buf() };
+    let status = proc.status(pid, pid).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => PtraceError::Gone { pid },
-        _ => io_err(format!("reading /proc/{pid}/status"), e),
+        _ => io_err(format!("reading {}/{pid}/status", proc_root.display()), e),
     })?;
     let tgid = status_field(&status, "Tgid:").unwrap_or(pid);
     match status_field(&status, "TracerPid:") {
         Some(0) | None => {}
-        Some(tracer) => return Err(PtraceError::AlreadyTraced { pid, tracer_pid: tracer_process(tracer) }),
+        Some(tracer) => return Err(PtraceError::AlreadyTraced { pid, tracer_pid: proc.tracer_process(tracer) }),
     }
     if tgid == std::process::id() as i32 {
         return Err(PtraceError::PermissionDenied { pid, hint: "a process cannot trace itself".into() });
@@ -187,7 +190,7 @@ pub fn start(pid: i32) -> Result<Session, PtraceError> {
     let tracer_shared = Arc::clone(&shared);
     let handle = thread::Builder::new()
         .name(format!("osl-ptrace-{tgid}"))
-        .spawn(move || tracer_main(tgid, tracer_shared, ready_tx))
+        .spawn(move || tracer_main(tgid, proc, tracer_shared, ready_tx))
         .map_err(|e| io_err("spawning the ptrace tracer thread", e))?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(Session { shared, tracer: Some(handle) }),
@@ -261,6 +264,7 @@ impl Drop for Session {
 
 fn tracer_main(
     tgid: i32,
+    proc: Procfs,
     shared: Arc<Shared>,
     ready: mpsc::Sender<Result<(), PtraceError>>,
 ) -> Result<u32, PtraceError> {
@@ -269,7 +273,7 @@ fn tracer_main(
     wake.add(WAKE_SIGNAL);
     let _ = wake.thread_unblock();
 
-    let mut tracer = Tracer::new(shared);
+    let mut tracer = Tracer::new(shared, proc);
     let traced = panic::catch_unwind(AssertUnwindSafe(|| match tracer.attach(tgid) {
         Ok(()) => {
             let _ = ready.send(Ok(()));
@@ -305,6 +309,7 @@ struct Thread {
 
 struct Tracer {
     shared: Arc<Shared>,
+    proc: Procfs,
     threads: HashMap<i32, Thread>,
     awaiting_first_stop: usize,
     traced_total: u32,
@@ -315,15 +320,23 @@ struct Tracer {
 }
 
 impl Tracer {
-    fn new(shared: Arc<Shared>) -> Self {
-        Tracer { shared, threads: HashMap::new(), awaiting_first_stop: 0, traced_total: 0, detached: 0, held: None }
+    fn new(shared: Arc<Shared>, proc: Procfs) -> Self {
+        Tracer {
+            shared,
+            proc,
+            threads: HashMap::new(),
+            awaiting_first_stop: 0,
+            traced_total: 0,
+            detached: 0,
+            held: None,
+        }
     }
 
     fn track(&mut self, tid: i32, tgid: Option<u32>, first_stop_pending: bool) {
         if self.threads.contains_key(&tid) {
             return;
         }
-        let tgid = tgid.or_else(|| read_tgid(tid)).unwrap_or(tid as u32);
+        let tgid = tgid.or_else(|| self.proc.tgid(tid)).unwrap_or(tid as u32);
         self.threads.insert(tid, Thread { tgid, entered: None, in_step: false, first_stop_pending });
         self.traced_total += 1;
         self.awaiting_first_stop += usize::from(first_stop_pending);
@@ -344,22 +357,25 @@ impl Tracer {
         let me = nix::unistd::gettid().as_raw();
         let mut zombies = Vec::new();
         loop {
-            let tids = list_tasks(tgid).map_err(|e| match e.kind() {
+            let tids = self.proc.tasks(tgid).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => PtraceError::Gone { pid: tgid },
-                _ => io_err(format!("listing /proc/{tgid}/task"), e),
+                _ => io_err(format!("listing {}/{tgid}/task", self.proc.root.display()), e),
             })?;
             let mut seized = false;
             for tid in tids {
                 if self.threads.contains_key(&tid) || zombies.contains(&tid) {
                     continue;
                 }
-                let Ok(status) = read_status(tgid, tid) else { continue }; // exited meanwhile
+                let Ok(status) = self.proc.status(tgid, tid) else { continue }; // exited meanwhile
                 match status_field(&status, "TracerPid:") {
                     Some(0) | None => {}
                     // Auto-attached by the clone of a thread we already hold; it reports soon.
                     Some(t) if t == me => continue,
                     Some(tracer) => {
-                        return Err(PtraceError::AlreadyTraced { pid: tgid, tracer_pid: tracer_process(tracer) });
+                        return Err(PtraceError::AlreadyTraced {
+                            pid: tgid,
+                            tracer_pid: self.proc.tracer_process(tracer),
+                        });
                     }
                 }
                 match ptrace::seize(Pid::from_raw(tid), options) {
@@ -370,14 +386,20 @@ impl Tracer {
                         seized = true;
                     }
                     Err(Errno::ESRCH) => {}
-                    Err(Errno::EPERM) => match read_status(tgid, tid) {
+                    Err(Errno::EPERM) => match self.proc.status(tgid, tid) {
                         Err(_) => {}
                         Ok(s) if is_zombie(&s) => zombies.push(tid),
                         Ok(s) => match status_field(&s, "TracerPid:") {
                             Some(t) if t != 0 && t != me => {
-                                return Err(PtraceError::AlreadyTraced { pid: tgid, tracer_pid: tracer_process(t) });
+                                return Err(PtraceError::AlreadyTraced {
+                                    pid: tgid,
+                                    tracer_pid: self.proc.tracer_process(t),
+                                });
                             }
-                            _ => return Err(PtraceError::PermissionDenied { pid: tgid, hint: permission_hint() }),
+                            _ => {
+                                let hint = "PTRACE_SEIZE was refused (EPERM)".into();
+                                return Err(PtraceError::PermissionDenied { pid: tgid, hint });
+                            }
                         },
                     },
                     Err(e) => return Err(io_err(format!("PTRACE_SEIZE of thread {tid}"), e)),
@@ -558,7 +580,8 @@ impl Tracer {
                 Ok(None) => {
                     // A zombie leader whose other threads live on never stops nor reports its exit.
                     if last_prune.elapsed() > Duration::from_millis(10) {
-                        self.threads.retain(|&tid, _| !matches!(task_state(tid), None | Some('Z' | 'X')));
+                        let proc = &self.proc;
+                        self.threads.retain(|&tid, _| !matches!(proc.task_state(tid), None | Some('Z' | 'X')));
                         last_prune = Instant::now();
                     }
                     thread::sleep(Duration::from_micros(50));
@@ -648,11 +671,44 @@ fn install_wake_handler() -> Result<(), PtraceError> {
     installed.clone().map_err(|msg| io_err("installing the tracer's wake-up signal handler", io::Error::other(msg)))
 }
 
-fn read_status(tgid: i32, tid: i32) -> io::Result<String> {
-    if tgid == tid {
-        fs::read_to_string(format!("/proc/{tgid}/status"))
-    } else {
-        fs::read_to_string(format!("/proc/{tgid}/task/{tid}/status"))
+/// The /proc the tracer reads its targets' threads from: the agent's own (the pids it
+/// traces are numbered in its pid namespace), injectable like every other reader's.
+#[derive(Debug, Clone)]
+struct Procfs {
+    root: PathBuf,
+}
+
+impl Procfs {
+    fn status(&self, tgid: i32, tid: i32) -> io::Result<String> {
+        let dir = self.root.join(tgid.to_string());
+        fs::read_to_string(if tgid == tid { dir.join("status") } else { dir.join(format!("task/{tid}/status")) })
+    }
+
+    /// TracerPid names the tracing thread; report its process.
+    fn tracer_process(&self, tracer_tid: i32) -> i32 {
+        self.tgid(tracer_tid).and_then(|t| i32::try_from(t).ok()).unwrap_or(tracer_tid)
+    }
+
+    fn tgid(&self, tid: i32) -> Option<u32> {
+        let status = fs::read_to_string(self.root.join(format!("{tid}/status"))).ok()?;
+        status_field(&status, "Tgid:").and_then(|t| u32::try_from(t).ok())
+    }
+
+    /// The state letter of /proc/TID/stat, or None if the thread is gone.
+    fn task_state(&self, tid: i32) -> Option<char> {
+        let stat = fs::read_to_string(self.root.join(format!("{tid}/stat"))).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    fn tasks(&self, tgid: i32) -> io::Result<Vec<i32>> {
+        let mut tids = Vec::new();
+        for entry in fs::read_dir(self.root.join(format!("{tgid}/task")))? {
+            if let Some(tid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                tids.push(tid);
+            }
+        }
+        tids.sort_unstable();
+        Ok(tids)
     }
 }
 
@@ -660,63 +716,9 @@ fn status_field(status: &str, key: &str) -> Option<i32> {
     status.lines().find_map(|l| l.strip_prefix(key))?.trim().parse().ok()
 }
 
-/// TracerPid names the tracing thread; report its process.
-fn tracer_process(tracer_tid: i32) -> i32 {
-    read_tgid(tracer_tid).and_then(|t| i32::try_from(t).ok()).unwrap_or(tracer_tid)
-}
-
 fn is_zombie(status: &str) -> bool {
     status
         .lines()
         .find_map(|l| l.strip_prefix("State:"))
         .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
-}
-
-fn read_tgid(tid: i32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status_field(&status, "Tgid:").and_then(|t| u32::try_from(t).ok())
-}
-
-/// The state letter of /proc/TID/stat, or None if the thread is gone.
-fn task_state(tid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-fn list_tasks(tgid: i32) -> io::Result<Vec<i32>> {
-    let mut tids = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{tgid}/task"))? {
-        if let Some(tid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
-            tids.push(tid);
-        }
-    }
-    tids.sort_unstable();
-    Ok(tids)
-}
-
-fn permission_hint() -> String {
-    let mut hints = Vec::new();
-    let cap_eff = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    });
-    const CAP_SYS_PTRACE: u32 = 19;
-    if cap_eff.is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) == 0) {
-        hints.push(
-            "the agent lacks CAP_SYS_PTRACE (add it to the container's securityContext.capabilities) \
-             and may only trace processes of its own uid"
-                .to_string(),
-        );
-    }
-    match fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").map(|s| s.trim().to_string()).as_deref() {
-        Ok("1") => {
-            hints.push("kernel.yama.ptrace_scope=1: without CAP_SYS_PTRACE only descendants can be traced".into())
-        }
-        Ok("2") => hints.push("kernel.yama.ptrace_scope=2: only processes with CAP_SYS_PTRACE can trace".into()),
-        Ok("3") => hints.push("kernel.yama.ptrace_scope=3: ptrace is disabled on this node until reboot".into()),
-        _ => {}
-    }
-    if hints.is_empty() {
-        hints.push("it may be a kernel thread, or a seccomp or LSM (AppArmor, SELinux) policy denies ptrace".into());
-    }
-    hints.join("; ")
 }

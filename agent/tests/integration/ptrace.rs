@@ -12,6 +12,11 @@ use nix::unistd::Pid;
 use osl_agent::profile::counts::Counts;
 use osl_agent::profile::ptrace::{self, PtraceError};
 
+/// The agent's /proc: the tracer reads its targets' threads there.
+fn proc_root() -> &'static std::path::Path {
+    std::path::Path::new("/proc")
+}
+
 const GETPPID: u32 = libc::SYS_getppid as u32;
 const OPENAT: u32 = libc::SYS_openat as u32;
 const EXECVE: u32 = libc::SYS_execve as u32;
@@ -158,7 +163,7 @@ fn session_is_send_and_sync() {
 fn a_counts_exact_and_leaves_target_running() {
     let _g = serial();
     let mut w = Workload::spawn();
-    let session = ptrace::start(w.pid).unwrap();
+    let session = ptrace::start(w.pid, proc_root()).unwrap();
     assert_eq!(tracer_process(w.pid), std::process::id() as i32);
     // The tracer thread only waits for its tracees, never for the rest of the process's children.
     assert!(Command::new("/bin/true").status().unwrap().success());
@@ -208,7 +213,7 @@ fn b_agrees_with_strace() {
     let _g = serial();
     let ours = {
         let mut w = Workload::spawn();
-        let session = ptrace::start(w.pid).unwrap();
+        let session = ptrace::start(w.pid, proc_root()).unwrap();
         usr1_handled(&mut w);
         w.send("go");
         w.expect("done");
@@ -258,8 +263,8 @@ fn usr1_handled(w: &mut Workload) {
 fn c_refuses_already_traced() {
     let _g = serial();
     let w = Workload::spawn();
-    let first = ptrace::start(w.pid).unwrap();
-    match ptrace::start(w.pid) {
+    let first = ptrace::start(w.pid, proc_root()).unwrap();
+    match ptrace::start(w.pid, proc_root()) {
         Err(PtraceError::AlreadyTraced { pid, tracer_pid }) => {
             assert_eq!(pid, w.pid);
             assert_eq!(tracer_pid, std::process::id() as i32);
@@ -276,7 +281,7 @@ fn c_refuses_already_traced() {
         .unwrap();
     let err = lines(strace.stderr.take().unwrap());
     expect_line(&err, |l| l.contains("attached"), LONG);
-    let e = ptrace::start(w.pid).unwrap_err();
+    let e = ptrace::start(w.pid, proc_root()).unwrap_err();
     match &e {
         PtraceError::AlreadyTraced { pid, tracer_pid } => {
             assert_eq!(*pid, w.pid);
@@ -290,7 +295,7 @@ fn c_refuses_already_traced() {
     assert_untraced(w.pid);
     assert_eq!(w.finish(), 0);
 
-    assert!(matches!(ptrace::start(i32::MAX), Err(PtraceError::Gone { pid: i32::MAX })));
+    assert!(matches!(ptrace::start(i32::MAX, proc_root()), Err(PtraceError::Gone { pid: i32::MAX })));
 }
 
 #[test]
@@ -298,7 +303,7 @@ fn d_target_killed_mid_profile() {
     let _g = serial();
     let mut w = Workload::spawn();
     let pid = w.pid;
-    let session = ptrace::start(pid).unwrap();
+    let session = ptrace::start(pid, proc_root()).unwrap();
     w.send("go");
     wait_until("some getppid calls were counted", LONG, || totals(&session.snapshot(), GETPPID).0 >= 50);
     kill(pid, Signal::SIGKILL);
@@ -376,7 +381,7 @@ fn f_signals_and_job_control() {
     let _g = serial();
     let mut w = Workload::spawn();
     let pid = w.pid;
-    let session = ptrace::start(pid).unwrap();
+    let session = ptrace::start(pid, proc_root()).unwrap();
 
     kill(pid, Signal::SIGUSR1);
     // A real-time signal: nix's `Signal` cannot represent it, the profiler must still pass it on.
@@ -407,7 +412,7 @@ fn f_signals_and_job_control() {
     w.expect("usr1 1 rt 1");
 
     // Detaching while group-stopped leaves the process stopped, as it was asked to be.
-    let session = ptrace::start(pid).unwrap();
+    let session = ptrace::start(pid, proc_root()).unwrap();
     kill(pid, Signal::SIGSTOP);
     wait_until("every thread is stopped", LONG, || states(pid).iter().all(|s| matches!(s, 't' | 'T')));
     session.stop().unwrap();
@@ -415,7 +420,7 @@ fn f_signals_and_job_control() {
     wait_until("the process is stopped untraced", LONG, || states(pid).iter().all(|&s| s == 'T'));
 
     // Attaching to an already stopped process keeps it stopped, and so does detaching again.
-    let session = ptrace::start(pid).unwrap();
+    let session = ptrace::start(pid, proc_root()).unwrap();
     wait_until("every thread is in a ptrace stop", LONG, || states(pid).iter().all(|&s| s == 't'));
     w.send("sigs");
     assert!(w.out.recv_timeout(Duration::from_millis(300)).is_err(), "a stopped process answered");
@@ -433,7 +438,7 @@ fn f_signals_and_job_control() {
 fn g_stop_on_idle_target_is_prompt() {
     let _g = serial();
     let mut w = Workload::spawn();
-    let session = ptrace::start(w.pid).unwrap();
+    let session = ptrace::start(w.pid, proc_root()).unwrap();
     thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     let out = session.stop().unwrap();
@@ -451,7 +456,7 @@ fn g_stop_on_idle_target_is_prompt() {
 fn h_exec_from_non_leader_thread() {
     let _g = serial();
     let mut w = Workload::spawn();
-    let session = ptrace::start(w.pid).unwrap();
+    let session = ptrace::start(w.pid, proc_root()).unwrap();
     w.send("exec");
     w.expect("execed");
     let out = session.stop().unwrap();
@@ -473,7 +478,7 @@ fn i_follows_forked_children() {
     let pid = child.id() as i32;
     let mut stdin = child.stdin.take().unwrap();
     wait_until("sh reads stdin", LONG, || status_field(pid, pid, "State:").starts_with('S'));
-    let session = ptrace::start(pid).unwrap();
+    let session = ptrace::start(pid, proc_root()).unwrap();
     writeln!(stdin, "x").unwrap();
     wait_until("three children ran", LONG, || {
         session.snapshot().syscalls.iter().filter(|s| s.nr == EXECVE && s.tgid != pid as u32).count() == 3
@@ -496,7 +501,7 @@ fn j_signal_pending_at_stop_is_delivered_once() {
     let _g = serial();
     let mut w = Workload::spawn();
     for round in 1..=10 {
-        let session = ptrace::start(w.pid).unwrap();
+        let session = ptrace::start(w.pid, proc_root()).unwrap();
         // Races the signal-delivery-stop against the detach: either way it must be delivered once.
         kill(w.pid, Signal::SIGUSR1);
         session.stop().unwrap();
@@ -516,7 +521,7 @@ fn j_signal_pending_at_stop_is_delivered_once() {
 fn k_drop_detaches() {
     let _g = serial();
     let mut w = Workload::spawn();
-    let session = ptrace::start(w.pid).unwrap();
+    let session = ptrace::start(w.pid, proc_root()).unwrap();
     w.send("go");
     w.expect("done");
     drop(session);
@@ -530,7 +535,7 @@ fn k_drop_detaches() {
 fn l_stop_mid_burst_is_prompt_and_harmless() {
     let _g = serial();
     let mut w = Workload::spawn();
-    let session = ptrace::start(w.pid).unwrap();
+    let session = ptrace::start(w.pid, proc_root()).unwrap();
     w.send("go");
     wait_until("some getppid calls were counted", LONG, || totals(&session.snapshot(), GETPPID).0 >= 100);
     let t0 = Instant::now();
@@ -550,7 +555,7 @@ fn l_stop_mid_burst_is_prompt_and_harmless() {
 #[test]
 fn m_errors_without_permission() {
     let _g = serial();
-    assert!(matches!(ptrace::start(std::process::id() as i32), Err(PtraceError::PermissionDenied { .. })));
+    assert!(matches!(ptrace::start(std::process::id() as i32, proc_root()), Err(PtraceError::PermissionDenied { .. })));
     if !std::path::Path::new("/usr/bin/setpriv").exists() {
         eprintln!("setpriv missing: skipping the unprivileged attach");
         return;
