@@ -14,6 +14,7 @@
 //!
 //! Exits 0 at stdin EOF.
 
+#![allow(clippy::unwrap_used)] // test code: an unwrap that fails is a test that fails
 #![allow(unsafe_code)] // raw syscalls and signal handlers: that is the point of it
 
 use std::io::{BufRead, Write};

@@ -8,6 +8,8 @@
 //! (`cargo run --release -p osl-cli --example fanout` builds the example only:
 //! build the two binaries first.)
 
+#![allow(clippy::unwrap_used)] // test code: an unwrap that fails is a test that fails
+
 use osl_testkit::api::ApiServer;
 use osl_testkit::sandbox::{ContainerSpec, Pod};
 use serde_json::json;

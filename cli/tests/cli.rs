@@ -1,6 +1,8 @@
 //! kubectl-osl as a user runs it: exit codes, error lines, output formats, and the
 //! same answer over gRPC as in-process.
 
+#![allow(clippy::unwrap_used)] // test code: an unwrap that fails is a test that fails
+
 use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! so it cannot drift from the protocol unnoticed (DESIGN.md, test strategy 6).
 //! The kubectl tests skip with a printed reason where no `kubectl` is installed.
 
+#![allow(clippy::unwrap_used)] // test code: an unwrap that fails is a test that fails
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

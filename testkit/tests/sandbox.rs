@@ -1,6 +1,8 @@
 //! The pod sandbox, checked from inside and outside the pod, and the real agent and
 //! CLI run in it. Root only: elsewhere these skip with the reason; under CI=true
 //! they must run.
+
+#![allow(clippy::unwrap_used)] // test code: an unwrap that fails is a test that fails
 #![cfg(target_os = "linux")]
 
 use osl_testkit::sandbox::{self, Container, ContainerSpec, Pod};
