@@ -4,7 +4,7 @@
 use crate::decode::{capability_names, signal_names};
 use crate::error::{AgentError, ReadError};
 use crate::fds::fdinfo::flag_names;
-use crate::model::{self, CgroupVersion, FdKind, PressureSource, Severity, SocketEntry, TCP_LISTEN, tcp_state_name};
+use crate::model::{self, CgroupVersion, FdKind, PressureSource, Severity, SocketEntry, TcpState};
 use crate::net::parse::{endpoint, netlink_protocol_name, unix_state_name, unix_type_name};
 use crate::probe::{Level, Privileges};
 use osl_proto::text::escape;
@@ -234,6 +234,14 @@ pub fn agent_info(privileges: &Privileges, own: Option<&model::Process>, uptime_
     }
 }
 
+/// The kernel's TCP states are osl.v1's by number (tested below); an unknown one is unspecified.
+pub fn tcp_state(s: TcpState) -> v1::TcpState {
+    match s {
+        TcpState::Other(_) => v1::TcpState::Unspecified,
+        known => v1::TcpState::try_from(i32::from(known.kernel())).unwrap_or(v1::TcpState::Unspecified),
+    }
+}
+
 pub fn fd_kind(k: FdKind) -> v1::FdKind {
     use v1::FdKind as K;
     match k {
@@ -305,8 +313,8 @@ fn socket(s: &model::Socket) -> v1::Socket {
             out.local = endpoint(local);
             out.remote = endpoint(remote);
             if protocol.is_tcp() {
-                out.tcp_state = i32::from(*state);
-                if *state == TCP_LISTEN {
+                out.tcp_state = tcp_state(*state) as i32;
+                if *state == TcpState::Listen {
                     out.accept_queue = Some(*rx_queue);
                     out.accept_backlog = s.accept_backlog;
                 } else {
@@ -314,7 +322,7 @@ fn socket(s: &model::Socket) -> v1::Socket {
                     out.recv_queue_bytes = Some(*rx_queue);
                 }
             } else {
-                out.udp_state = if *state == 1 { "established" } else { "unconnected" }.into();
+                out.udp_state = if *state == TcpState::Established { "established" } else { "unconnected" }.into();
                 out.send_queue_bytes = Some(*tx_queue);
                 out.recv_queue_bytes = Some(*rx_queue);
             }
@@ -338,7 +346,7 @@ pub fn fd_summary(s: &model::FdSummary) -> v1::FdSummary {
     v1::FdSummary {
         total: s.total,
         by_kind: s.by_kind.iter().map(|(k, n)| count(k.name(), *n)).collect(),
-        by_tcp_state: s.by_tcp_state.iter().map(|(st, n)| count(tcp_state_name(*st), *n)).collect(),
+        by_tcp_state: s.by_tcp_state.iter().map(|(st, n)| count(st.name(), *n)).collect(),
         top_remotes: s.top_remotes.iter().map(|(r, n)| v1::Endpoint { remote: r.clone(), connections: *n }).collect(),
         deleted_files: s.deleted_files,
         deleted_bytes: s.deleted_bytes,
@@ -547,6 +555,21 @@ pub fn status_from(err: &AgentError) -> tonic::Status {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn tcp_states_are_the_kernels_numbers_and_osl_v1s_names() {
+        for n in 1..=12u8 {
+            let state = TcpState::from_kernel(n);
+            assert_eq!(state.kernel(), n);
+            assert_eq!(tcp_state(state) as i32, i32::from(n));
+            assert_eq!(osl_proto::enum_names::tcp_state::name_of(i32::from(n)), state.name());
+        }
+        assert_eq!(TcpState::from_kernel(10), TcpState::Listen);
+        assert_eq!(TcpState::from_kernel(8), TcpState::CloseWait);
+        let bound_inactive = TcpState::from_kernel(13);
+        assert_eq!((bound_inactive.kernel(), bound_inactive.name()), (13, "unknown"));
+        assert_eq!(tcp_state(bound_inactive), v1::TcpState::Unspecified);
+    }
 
     #[test]
     fn status_codes() {

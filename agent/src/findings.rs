@@ -276,7 +276,7 @@ const CLOSE_WAIT: Thresholds = Thresholds { warn: 3.0, critical: 100.0 };
 
 fn close_wait(p: &Process, out: &mut Vec<Finding>) {
     let Some(s) = &p.fd_summary else { return };
-    let n = s.tcp_state_count(crate::model::TCP_CLOSE_WAIT);
+    let n = s.tcp_state_count(crate::model::TcpState::CloseWait);
     let Some(severity) = CLOSE_WAIT.severity(n as f64) else { return };
     let (endpoint, to_it) = s.top_close_wait.clone().unwrap_or_default();
     out.push(Finding {

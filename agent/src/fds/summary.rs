@@ -1,6 +1,6 @@
 //! A process's fds at a glance, and pod-wide totals.
 
-use crate::model::{FdKind, FdSummary, FdTable, SocketEntry, TCP_CLOSE_WAIT, TCP_LISTEN};
+use crate::model::{FdKind, FdSummary, FdTable, SocketEntry, TcpState};
 use crate::net::parse::endpoint;
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ const TOP_REMOTES: usize = 5;
 
 pub fn summarize(table: &FdTable, soft_limit: Option<u64>) -> FdSummary {
     let mut kinds: HashMap<FdKind, u64> = HashMap::new();
-    let mut states: HashMap<u8, u64> = HashMap::new();
+    let mut states: HashMap<TcpState, u64> = HashMap::new();
     let mut remotes: HashMap<String, u64> = HashMap::new();
     let mut close_wait: HashMap<String, u64> = HashMap::new();
     let mut s = FdSummary {
@@ -28,10 +28,10 @@ pub fn summarize(table: &FdTable, soft_limit: Option<u64>) -> FdSummary {
             && protocol.is_tcp()
         {
             *states.entry(*state).or_default() += 1;
-            if *state != TCP_LISTEN {
+            if *state != TcpState::Listen {
                 *remotes.entry(endpoint(remote)).or_default() += 1;
             }
-            if *state == TCP_CLOSE_WAIT {
+            if *state == TcpState::CloseWait {
                 *close_wait.entry(endpoint(remote)).or_default() += 1;
             }
         }
@@ -80,7 +80,7 @@ mod tests {
         Fd { fd: n, kind, target: vec![], deleted: false, info: None, size_bytes: None, disk_bytes: None, socket: None }
     }
 
-    fn tcp(n: i32, remote: &str, state: u8) -> Fd {
+    fn tcp(n: i32, remote: &str, state: TcpState) -> Fd {
         let entry = SocketEntry::Inet {
             protocol: InetProtocol::Tcp,
             local: "127.0.0.1:1000".parse().unwrap(),
@@ -104,10 +104,10 @@ mod tests {
             fds: vec![
                 fd(0, FdKind::CharDevice),
                 deleted,
-                tcp(4, "10.0.0.1:5432", 8),
-                tcp(5, "10.0.0.1:5432", 8),
-                tcp(6, "10.0.0.2:80", 1),
-                tcp(7, "0.0.0.0:0", TCP_LISTEN),
+                tcp(4, "10.0.0.1:5432", TcpState::CloseWait),
+                tcp(5, "10.0.0.1:5432", TcpState::CloseWait),
+                tcp(6, "10.0.0.2:80", TcpState::Established),
+                tcp(7, "0.0.0.0:0", TcpState::Listen),
             ],
             closed_during_read: 1,
             not_read: 0,
@@ -116,7 +116,7 @@ mod tests {
         let s = summarize(&table, Some(64));
         assert_eq!(s.total, 6);
         assert_eq!(s.by_kind, [(FdKind::Socket, 4), (FdKind::File, 1), (FdKind::CharDevice, 1)]);
-        assert_eq!(s.by_tcp_state, [(8, 2), (1, 1), (TCP_LISTEN, 1)]);
+        assert_eq!(s.by_tcp_state, [(TcpState::CloseWait, 2), (TcpState::Established, 1), (TcpState::Listen, 1)]);
         assert_eq!(s.top_remotes, [("10.0.0.1:5432".to_string(), 2), ("10.0.0.2:80".to_string(), 1)]);
         assert_eq!((s.deleted_files, s.deleted_bytes, s.headroom, s.closed_during_read), (1, 4096, Some(58), 1));
         assert_eq!(s.top_close_wait, Some(("10.0.0.1:5432".to_string(), 2)));
@@ -124,7 +124,7 @@ mod tests {
         add(&mut total, &s);
         add(&mut total, &s);
         assert_eq!(total.total, 12);
-        assert_eq!(total.by_tcp_state[0], (8, 4));
+        assert_eq!(total.by_tcp_state[0], (TcpState::CloseWait, 4));
         assert_eq!(total.headroom, None);
     }
 }

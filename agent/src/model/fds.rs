@@ -145,8 +145,8 @@ pub enum SocketEntry {
         protocol: InetProtocol,
         local: SocketAddr,
         remote: SocketAddr,
-        /// The kernel's state number (TCP_ESTABLISHED = 1 … TCP_NEW_SYN_RECV = 12).
-        state: u8,
+        /// UDP sockets use the same numbers: ESTABLISHED when connected, else CLOSE.
+        state: TcpState,
         /// Bytes not yet acknowledged; for LISTEN, the backlog (sock_diag) or 0 (/proc).
         tx_queue: u32,
         /// For LISTEN: connections waiting to be accepted; otherwise bytes not yet read.
@@ -163,25 +163,73 @@ pub enum SocketEntry {
     },
 }
 
-pub const TCP_LISTEN: u8 = 10;
-pub const TCP_CLOSE_WAIT: u8 = 8;
+/// A TCP socket's state, the kernel's numbers (include/net/tcp_states.h): the one
+/// place they are named and mapped (osl.v1's TcpState pins the same numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    /// A number this agent does not know (e.g. TCP_BOUND_INACTIVE, 13, of newer kernels).
+    Other(u8),
+}
 
-/// TCP state names as `ss` prints them, lower-case with underscores.
-pub fn tcp_state_name(state: u8) -> &'static str {
-    match state {
-        1 => "established",
-        2 => "syn_sent",
-        3 => "syn_recv",
-        4 => "fin_wait1",
-        5 => "fin_wait2",
-        6 => "time_wait",
-        7 => "close",
-        8 => "close_wait",
-        9 => "last_ack",
-        10 => "listen",
-        11 => "closing",
-        12 => "new_syn_recv",
-        _ => "unknown",
+impl TcpState {
+    const KNOWN: [TcpState; 12] = [
+        Self::Established,
+        Self::SynSent,
+        Self::SynRecv,
+        Self::FinWait1,
+        Self::FinWait2,
+        Self::TimeWait,
+        Self::Close,
+        Self::CloseWait,
+        Self::LastAck,
+        Self::Listen,
+        Self::Closing,
+        Self::NewSynRecv,
+    ];
+
+    pub fn from_kernel(n: u8) -> Self {
+        match n {
+            1..=12 => Self::KNOWN[usize::from(n) - 1],
+            n => Self::Other(n),
+        }
+    }
+
+    pub fn kernel(self) -> u8 {
+        match self {
+            Self::Other(n) => n,
+            known => Self::KNOWN.iter().position(|&s| s == known).map_or(0, |i| i as u8 + 1),
+        }
+    }
+
+    /// As `ss` prints it, lower-case with underscores.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Established => "established",
+            Self::SynSent => "syn_sent",
+            Self::SynRecv => "syn_recv",
+            Self::FinWait1 => "fin_wait1",
+            Self::FinWait2 => "fin_wait2",
+            Self::TimeWait => "time_wait",
+            Self::Close => "close",
+            Self::CloseWait => "close_wait",
+            Self::LastAck => "last_ack",
+            Self::Listen => "listen",
+            Self::Closing => "closing",
+            Self::NewSynRecv => "new_syn_recv",
+            Self::Other(_) => "unknown",
+        }
     }
 }
 
@@ -201,7 +249,7 @@ pub struct FdSummary {
     pub total: u64,
     /// Most first.
     pub by_kind: Vec<(FdKind, u64)>,
-    pub by_tcp_state: Vec<(u8, u64)>,
+    pub by_tcp_state: Vec<(TcpState, u64)>,
     pub top_remotes: Vec<(String, u64)>,
     pub deleted_files: u64,
     pub deleted_bytes: u64,
@@ -212,7 +260,7 @@ pub struct FdSummary {
 }
 
 impl FdSummary {
-    pub fn tcp_state_count(&self, state: u8) -> u64 {
+    pub fn tcp_state_count(&self, state: TcpState) -> u64 {
         self.by_tcp_state.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)
     }
 }

@@ -114,7 +114,7 @@ impl DiagSocket {
             protocol,
             local: self.local,
             remote: self.remote,
-            state: self.state,
+            state: crate::model::TcpState::from_kernel(self.state),
             tx_queue: self.wqueue,
             rx_queue: self.rqueue,
         }
@@ -197,15 +197,21 @@ mod tests {
         else {
             panic!("listener missing")
         };
-        assert_eq!((protocol, local, state, rx_queue), (InetProtocol::Tcp, listener.local_addr().unwrap(), 10, 1));
+        assert_eq!(
+            (protocol, local, state, rx_queue),
+            (InetProtocol::Tcp, listener.local_addr().unwrap(), crate::model::TcpState::Listen, 1)
+        );
         assert!(tx_queue > 0, "the backlog: {tx_queue}");
         let Some(SocketEntry::Inet { remote, state, .. }) = find(&tcp, inode(client.as_raw_fd())) else { panic!() };
-        assert_eq!((remote, state), (listener.local_addr().unwrap(), 1));
+        assert_eq!((remote, state), (listener.local_addr().unwrap(), crate::model::TcpState::Established));
         let udp_list = inet_sockets(false).unwrap();
         let Some(SocketEntry::Inet { protocol, local, state, .. }) = find(&udp_list, inode(udp.as_raw_fd())) else {
             panic!("udp missing")
         };
-        assert_eq!((protocol, local, state), (InetProtocol::Udp6, udp.local_addr().unwrap(), 7));
+        assert_eq!(
+            (protocol, local, state),
+            (InetProtocol::Udp6, udp.local_addr().unwrap(), crate::model::TcpState::Close)
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl SocketTables {
     /// A listener's accept backlog, when the tables came from sock_diag.
     pub fn backlog(&self, inode: u64) -> Option<u32> {
         match self.get(inode)? {
-            SocketEntry::Inet { protocol, state: crate::model::TCP_LISTEN, tx_queue, .. }
+            SocketEntry::Inet { protocol, state: crate::model::TcpState::Listen, tx_queue, .. }
                 if protocol.is_tcp() && self.has_backlogs =>
             {
                 Some(*tx_queue)

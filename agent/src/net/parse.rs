@@ -1,6 +1,6 @@
 //! Pure parsers for the socket tables in /proc/net.
 
-use crate::model::{InetProtocol, SocketEntry};
+use crate::model::{InetProtocol, SocketEntry, TcpState};
 use procfs_core::{ExplicitSystemInfo, FromBufReadSI};
 use std::net::SocketAddr;
 
@@ -31,7 +31,18 @@ pub fn inet_table(bytes: &[u8], protocol: InetProtocol) -> Result<Vec<(u64, Sock
         let t = procfs_core::net::TcpNetEntries::from_buf_read(text.as_bytes(), &si).map_err(|e| e.to_string())?;
         Ok(t.0
             .into_iter()
-            .map(|e| (e.inode, entry(e.local_address, e.remote_address, e.state.to_u8(), e.tx_queue, e.rx_queue)))
+            .map(|e| {
+                (
+                    e.inode,
+                    entry(
+                        e.local_address,
+                        e.remote_address,
+                        TcpState::from_kernel(e.state.to_u8()),
+                        e.tx_queue,
+                        e.rx_queue,
+                    ),
+                )
+            })
             .collect())
     } else {
         let t = procfs_core::net::UdpNetEntries::from_buf_read(text.as_bytes(), &si).map_err(|e| e.to_string())?;
@@ -39,8 +50,8 @@ pub fn inet_table(bytes: &[u8], protocol: InetProtocol) -> Result<Vec<(u64, Sock
             .into_iter()
             .map(|e| {
                 let state = match e.state {
-                    procfs_core::net::UdpState::Established => 1,
-                    procfs_core::net::UdpState::Close => 7,
+                    procfs_core::net::UdpState::Established => TcpState::Established,
+                    procfs_core::net::UdpState::Close => TcpState::Close,
                 };
                 (e.inode, entry(e.local_address, e.remote_address, state, e.tx_queue, e.rx_queue))
             })
@@ -160,10 +171,10 @@ mod tests {
    1: 0100007F:A2C4 0100007F:1F90 08 00000000:00000000 00:00000000 00000000  1000        0 43211 1 0000000000000000 20 4 30 10 -1\n";
         let rows = inet_table(text, InetProtocol::Tcp).unwrap();
         let SocketEntry::Inet { local, state, tx_queue, rx_queue, .. } = &rows[0].1 else { panic!() };
-        assert_eq!((rows[0].0, endpoint(local).as_str(), *state), (43210, "127.0.0.1:8080", 10));
+        assert_eq!((rows[0].0, endpoint(local).as_str(), *state), (43210, "127.0.0.1:8080", TcpState::Listen));
         assert_eq!((*tx_queue, *rx_queue), (128, 2));
         let SocketEntry::Inet { remote, state, .. } = &rows[1].1 else { panic!() };
-        assert_eq!((endpoint(remote).as_str(), *state), ("127.0.0.1:8080", 8));
+        assert_eq!((endpoint(remote).as_str(), *state), ("127.0.0.1:8080", TcpState::CloseWait));
     }
 
     #[test]
@@ -183,7 +194,7 @@ mod tests {
         let text = b"   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
   123: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0000000000000000 0\n";
         let rows = inet_table(text, InetProtocol::Udp).unwrap();
-        assert!(matches!(rows[0].1, SocketEntry::Inet { state: 7, .. }));
+        assert!(matches!(rows[0].1, SocketEntry::Inet { state: TcpState::Close, .. }));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::counts::FdName;
 use crate::fds::fdinfo::{self, Target};
-use crate::model::{FdKind, SocketEntry, tcp_state_name};
+use crate::model::{FdKind, SocketEntry, TcpState};
 use crate::net::NetnsCache;
 use crate::net::parse::{endpoint, unix_state_name, unix_type_name};
 use std::os::unix::fs::FileTypeExt;
@@ -56,11 +56,11 @@ fn name(pid_dir: &Path, fd: i32, netns: &NetnsCache) -> (FdKind, String) {
 /// A socket as `ss` would show it, on one line.
 pub fn socket(entry: &SocketEntry) -> String {
     match entry {
-        SocketEntry::Inet { protocol, local, state: crate::model::TCP_LISTEN, .. } if protocol.is_tcp() => {
+        SocketEntry::Inet { protocol, local, state: TcpState::Listen, .. } if protocol.is_tcp() => {
             format!("{} {} (LISTEN)", protocol.name(), endpoint(local))
         }
         SocketEntry::Inet { protocol, local, remote, state, .. } if protocol.is_tcp() => {
-            let state = tcp_state_name(*state).to_uppercase();
+            let state = state.name().to_uppercase();
             format!("{} {} -> {} ({state})", protocol.name(), endpoint(local), endpoint(remote))
         }
         SocketEntry::Inet { protocol, local, remote, .. } => {
