@@ -411,8 +411,11 @@ fn fd_stat(f: &crate::profile::summary::FdStat, elapsed_ns: u64) -> v1::FdStat {
     v1::FdStat {
         pid: f.tgid as i32,
         fd: f.fd,
-        kind: if f.target == crate::profile::targets::CLOSED { v1::FdKind::Unspecified } else { fd_kind(f.kind) }
-            as i32,
+        kind: if f.target.ends_with(crate::profile::targets::CLOSED) {
+            v1::FdKind::Unspecified
+        } else {
+            fd_kind(f.kind)
+        } as i32,
         target: f.target.clone(),
         syscalls: f.syscalls.iter().map(time_count).collect(),
         calls: f.calls,
@@ -423,6 +426,7 @@ fn fd_stat(f: &crate::profile::summary::FdStat, elapsed_ns: u64) -> v1::FdStat {
         p50_nsec: f.percentile(0.5),
         p99_nsec: f.percentile(0.99),
         latency_buckets: buckets(&f.hist),
+        timed: f.timed,
         wall_pct: if elapsed_ns == 0 { 0.0 } else { f.total_ns as f64 * 100.0 / elapsed_ns as f64 },
     }
 }
@@ -449,6 +453,7 @@ fn slow_call(s: &crate::profile::summary::Slow) -> v1::SlowCall {
 fn syscall_stat(s: &crate::profile::summary::Stat, grand_total_ns: u64) -> v1::SyscallStat {
     v1::SyscallStat {
         latency_buckets: buckets(&s.hist),
+        timed: s.timed,
         p50_nsec: s.percentile(0.5),
         p99_nsec: s.percentile(0.99),
         top_fds: s.top_fds.iter().map(time_count).collect(),
@@ -523,6 +528,7 @@ pub fn syscall_profile(
         slowest: s.slowest.iter().map(slow_call).collect(),
         slowest_missed: s.slowest_missed,
         time_one_in: s.time_one_in,
+        lost_detail: s.detail_lost,
     }
 }
 

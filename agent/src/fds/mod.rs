@@ -273,7 +273,8 @@ impl Reader<'_> {
     }
 }
 
-fn path_kind(t: FileType) -> FdKind {
+/// What a path's file type makes an fd.
+pub fn path_kind(t: FileType) -> FdKind {
     match t {
         FileType::RegularFile => FdKind::File,
         FileType::Directory => FdKind::Directory,

@@ -18,6 +18,9 @@ pub const SLOWEST_KEPT: usize = 100;
 /// slow, and the eBPF backend would write every call of a busy target to its ring.
 pub const SLOW_FLOOR_NS: u64 = 1_000;
 
+/// The fd under which the eBPF backend counts calls on fds once its map is full.
+pub const OVERFLOW_FD: i32 = -2;
+
 /// No fd: a syscall whose first argument is not one (or was not read).
 pub const NO_FD: i32 = -1;
 
@@ -121,6 +124,8 @@ pub struct Counts {
     pub errnos: Vec<ErrnoCount>,
     /// Events seen but not counted (e.g. a kernel map was full); 0 when exact.
     pub lost: u64,
+    /// Calls counted whose errno or fd epoch could not be recorded (a map was full).
+    pub detail_lost: u64,
     /// The slowest calls, slowest first.
     pub slowest: Vec<SlowCall>,
     /// Slow calls overwritten before they were read (the eBPF backend keeps a

@@ -20,6 +20,32 @@ const SLOW_FD_SHARE: f64 = 0.5;
 /// A tail: p99 this many times p50, over at least this many calls.
 const TAIL_RATIO: u64 = 100;
 const TAIL_MIN_CALLS: u64 = 1_000;
+/// Syscalls that wait for something by design (a lock, an event, a child, a timer):
+/// a long tail there is idle time, not a stall.
+const WAITS: &[&str] = &[
+    "futex",
+    "futex_waitv",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "nanosleep",
+    "clock_nanosleep",
+    "accept",
+    "accept4",
+    "wait4",
+    "waitid",
+    "rt_sigtimedwait",
+    "rt_sigsuspend",
+    "pause",
+    "io_getevents",
+    "io_pgetevents",
+    "io_uring_enter",
+    "sched_yield",
+];
 
 /// `subject`: "pid 42 (java)" or "container 3f2a…"; `pid` when one process.
 pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>) -> Vec<Finding> {
@@ -126,7 +152,8 @@ pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>)
             ));
         }
     }
-    for stat in s.syscalls.iter().filter(|st| st.calls >= TAIL_MIN_CALLS) {
+    // Over timed calls (all, unless sampled), and not for waits, whose tail is their point.
+    for stat in s.syscalls.iter().filter(|st| st.timed >= TAIL_MIN_CALLS && !WAITS.contains(&st.name.as_str())) {
         let (p50, p99) = (stat.percentile(0.5), stat.percentile(0.99));
         if p50 > 0 && p99 >= TAIL_RATIO * p50 {
             out.push(finding(
@@ -264,6 +291,7 @@ mod tests {
             total_ns,
             min_ns: 1,
             max_ns: u64::MAX,
+            timed: 10,
             hist,
         }
     }
@@ -297,7 +325,7 @@ mod tests {
             let mut st = stat("read", calls, 0, "", 1_000_000);
             st.hist[9] = calls - calls / 50; // ~1 µs
             st.hist[p99_bucket] = calls / 50; // the top 2%
-            (st.min_ns, st.max_ns) = (500, u64::MAX);
+            (st.min_ns, st.max_ns, st.timed) = (500, u64::MAX, calls);
             summary(vec![st])
         };
         let f = evaluate(&with(20, 10_000), Duration::from_secs(1), "p", None);
@@ -305,6 +333,12 @@ mod tests {
         assert_eq!(f[0].message, "read: p99 2.1 ms is 2050× its p50 1 µs over 10000 calls: a few calls stall");
         assert!(evaluate(&with(14, 10_000), Duration::from_secs(1), "p", None).is_empty(), "32×: no tail");
         assert!(evaluate(&with(20, 500), Duration::from_secs(1), "p", None).is_empty(), "too few calls");
+        let mut wait = with(20, 10_000);
+        wait.syscalls[0].name = "epoll_wait".into();
+        assert!(evaluate(&wait, Duration::from_secs(1), "p", None).is_empty(), "a wait's tail is idle time");
+        let mut sampled = with(20, 10_000);
+        sampled.syscalls[0].timed = 900;
+        assert!(evaluate(&sampled, Duration::from_secs(1), "p", None).is_empty(), "900 timed calls: too few");
     }
 
     #[test]

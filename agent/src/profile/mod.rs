@@ -360,6 +360,7 @@ fn merge(parts: impl Iterator<Item = Counts>) -> Counts {
         out.syscalls.extend(c.syscalls);
         out.errnos.extend(c.errnos);
         out.lost += c.lost;
+        out.detail_lost += c.detail_lost;
         out.slowest_missed += c.slowest_missed;
         out.time_one_in = out.time_one_in.max(c.time_one_in);
         c.slowest.into_iter().for_each(|call| slowest.offer(call));

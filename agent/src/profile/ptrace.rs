@@ -113,8 +113,9 @@ impl Default for Aggregate {
 impl Aggregate {
     fn record(&mut self, c: Call) {
         let Call { tgid, tid, nr, args, ret, entered, ns } = c;
-        let fd = match i32::try_from(args[0] as i64) {
-            Ok(fd) if fd >= 0 && names::takes_fd(nr) => fd,
+        // An int: the low 32 bits, as the kernel (and the eBPF backend) read it.
+        let fd = match args[0] as u32 as i32 {
+            fd if fd >= 0 && names::takes_fd(nr) => fd,
             _ => NO_FD,
         };
         let epoch = if fd == NO_FD { 0 } else { self.epochs.get(&(tgid, fd)).copied().unwrap_or(0) };
@@ -127,10 +128,12 @@ impl Aggregate {
         entry.record(ret, ns);
         if is_error(ret) {
             *self.errnos.entry((nr, (-ret) as u32)).or_default() += 1;
-        } else if let Some(arg) = names::ends_fd(nr)
-            && let Ok(ended) = i32::try_from(args[arg] as i64)
+        }
+        // A close that fails other than with EBADF has closed the fd all the same (close(2)).
+        if let Some(arg) = names::ends_fd(nr)
+            && (!is_error(ret) || (arg == 0 && ret != -i64::from(libc::EBADF)))
         {
-            *self.epochs.entry((tgid, ended)).or_default() += 1;
+            *self.epochs.entry((tgid, args[arg] as u32 as i32)).or_default() += 1;
         }
         if ns > self.slowest.threshold() {
             let offset_ns = entered.saturating_duration_since(self.started).as_nanos() as u64;

@@ -2,7 +2,7 @@
 //! syscall over all threads (most time first), per thread, and per fd target
 //! (what each fd was: a path, a TCP connection…), with latency histograms.
 
-use super::counts::{BUCKETS, Counts, FdName, NO_FD, SlowCall, SyscallCount};
+use super::counts::{BUCKETS, Counts, FdName, NO_FD, OVERFLOW_FD, SlowCall, SyscallCount};
 use super::names;
 use crate::model::FdKind;
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +64,7 @@ pub struct FdStat {
     pub total_ns: u64,
     pub min_ns: u64,
     pub max_ns: u64,
+    pub timed: u64,
     pub hist: [u64; BUCKETS],
 }
 
@@ -125,6 +126,7 @@ pub struct Summary {
     pub errors: u64,
     pub total_ns: u64,
     pub lost: u64,
+    pub detail_lost: u64,
 }
 
 impl Summary {
@@ -142,6 +144,11 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
     let names: HashMap<FdKey, &FdName> = c.names.iter().map(|n| ((n.tgid, n.fd, n.epoch), n)).collect();
     let label = |k: FdKey| -> (FdKind, String) {
         match names.get(&k) {
+            _ if k.1 == OVERFLOW_FD => {
+                (FdKind::Other, "other fds (counted once the agent's kernel map was full)".into())
+            }
+            // Several fds may have closed unread: the number tells them apart.
+            Some(n) if n.target == super::targets::CLOSED => (n.kind, format!("fd {} {}", k.1, n.target)),
             Some(n) => (n.kind, n.target.clone()),
             None => (FdKind::Other, format!("fd {} (not read)", k.1)),
         }
@@ -176,9 +183,11 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
                     total_ns: 0,
                     min_ns: u64::MAX,
                     max_ns: 0,
+                    timed: 0,
                     hist: [0; BUCKETS],
                 }
             });
+            f.timed += s.timed;
             f.calls += s.calls;
             f.errors += s.errors;
             f.total_ns += s.total_ns;
@@ -264,6 +273,7 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
         slowest_missed: c.slowest_missed,
         time_one_in: c.time_one_in.max(1),
         lost: c.lost,
+        detail_lost: c.detail_lost,
     }
 }
 

@@ -8,7 +8,6 @@ use crate::fds::fdinfo::{self, Target};
 use crate::model::{FdKind, SocketEntry, TcpState};
 use crate::net::NetnsCache;
 use crate::net::parse::{endpoint, unix_state_name, unix_type_name};
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 /// What an fd that closed before it could be read is called.
@@ -40,14 +39,17 @@ fn name(pid_dir: &Path, fd: i32, netns: &NetnsCache) -> (FdKind, String) {
         Target::Anon(kind) => (kind, text),
         Target::Memfd => (FdKind::Memfd, text),
         Target::Path => {
-            let kind = match std::fs::metadata(&link).map(|m| m.file_type()) {
-                Ok(t) if t.is_file() => FdKind::File,
-                Ok(t) if t.is_dir() => FdKind::Directory,
-                Ok(t) if t.is_char_device() => FdKind::CharDevice,
-                Ok(t) if t.is_block_device() => FdKind::BlockDevice,
-                Ok(t) if t.is_fifo() => FdKind::Fifo,
-                _ => FdKind::Other,
-            };
+            // Without sync, as the fd table reads it: a plain stat on a dead NFS or FUSE
+            // mount could hang the profile's loop.
+            let stat = rustix::fs::statx(
+                rustix::fs::CWD,
+                &link,
+                rustix::fs::AtFlags::STATX_DONT_SYNC,
+                rustix::fs::StatxFlags::TYPE,
+            );
+            let kind = stat.map_or(FdKind::Other, |st| {
+                crate::fds::path_kind(rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode)))
+            });
             (kind, text)
         }
     }

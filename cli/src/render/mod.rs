@@ -273,13 +273,23 @@ impl View {
     }
 
     fn profile_text(&self, p: &v1::SyscallProfile, by: ProfileBy) -> String {
+        /// The fds a `--by fd` table shows, most time first.
+        const FD_ROWS: usize = 50;
         let mut out = syscalls::header(p);
         findings(&mut out, &p.findings);
         let tables = |out: &mut String, syscalls: &[v1::SyscallStat], fds: &[v1::FdStat]| {
             match by {
                 ProfileBy::Syscall => out.push_str(&syscalls::table(syscalls, self.wide(), self.width)),
                 ProfileBy::Fd if fds.is_empty() => out.push_str("(no time on fds)"),
-                ProfileBy::Fd => out.push_str(&syscalls::fd_table(fds, self.wide(), self.width)),
+                ProfileBy::Fd => {
+                    out.push_str(&syscalls::fd_table(&fds[..fds.len().min(FD_ROWS)], self.wide(), self.width));
+                    if fds.len() > FD_ROWS {
+                        out.push_str(&format!(
+                            "\n({} more fds with less time: -o json has them all)",
+                            fds.len() - FD_ROWS
+                        ));
+                    }
+                }
             }
             out.push_str("\n\n");
         };
@@ -288,14 +298,14 @@ impl View {
             out.push_str(&heading("LATENCY (calls per log2 bucket)"));
             match by {
                 ProfileBy::Syscall => {
-                    for s in p.syscalls.iter().filter(|s| s.calls > 0) {
-                        out.push_str(&format!("{} ({} calls)\n", s.name, s.calls));
+                    for s in p.syscalls.iter().filter(|s| s.timed > 0) {
+                        out.push_str(&format!("{} ({} calls timed)\n", s.name, s.timed));
                         out.push_str(&syscalls::histogram(&s.latency_buckets));
                     }
                 }
                 ProfileBy::Fd => {
-                    for f in &p.fds {
-                        out.push_str(&format!("pid {} fd {} {} ({} calls)\n", f.pid, f.fd, f.target, f.calls));
+                    for f in p.fds.iter().filter(|f| f.timed > 0).take(FD_ROWS) {
+                        out.push_str(&format!("pid {} fd {} {} ({} calls timed)\n", f.pid, f.fd, f.target, f.timed));
                         out.push_str(&syscalls::histogram(&f.latency_buckets));
                     }
                 }
@@ -303,7 +313,11 @@ impl View {
             out.push('\n');
         }
         if !p.slowest.is_empty() {
-            out.push_str(&heading("SLOWEST CALLS"));
+            out.push_str(&heading(if p.time_one_in > 1 {
+                "SLOWEST CALLS (of the timed ones)"
+            } else {
+                "SLOWEST CALLS"
+            }));
             out.push_str(&syscalls::slowest(&p.slowest, self.width));
             out.push('\n');
             if p.slowest_missed > 0 {

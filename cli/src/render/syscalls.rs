@@ -22,6 +22,11 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
+/// A latency, or "-" when no call was timed (a sampled profile).
+fn latency(ns: u64, timed: u64) -> String {
+    if timed == 0 { "-".into() } else { human_ns(ns) }
+}
+
 /// "tcp 10.0.0.5:5432 … 78%": an fd target and its share of a total.
 fn shares(top: &[v1::TimeCount], total_nsec: u64, n: usize) -> String {
     let part = |t: &v1::TimeCount| {
@@ -48,12 +53,12 @@ pub fn table(stats: &[v1::SyscallStat], wide: bool, width: Option<u16>) -> Strin
             format!("{:.2}", s.time_pct),
             secs(s.total_nsec),
             usecs(s.total_nsec.checked_div(s.calls).unwrap_or(0)),
-            human_ns(s.p50_nsec),
-            human_ns(s.p99_nsec),
-            human_ns(s.max_nsec),
+            latency(s.p50_nsec, s.timed),
+            latency(s.p99_nsec, s.timed),
+            latency(s.max_nsec, s.timed),
         ];
         if wide {
-            row.push(human_ns(s.min_nsec));
+            row.push(latency(s.min_nsec, s.timed));
         }
         row.extend([
             s.calls.to_string(),
@@ -83,12 +88,12 @@ pub fn fd_table(fds: &[v1::FdStat], wide: bool, width: Option<u16>) -> String {
             secs(f.total_nsec),
             f.calls.to_string(),
             if f.errors == 0 { String::new() } else { f.errors.to_string() },
-            human_ns(f.p50_nsec),
-            human_ns(f.p99_nsec),
-            human_ns(f.max_nsec),
+            latency(f.p50_nsec, f.timed),
+            latency(f.p99_nsec, f.timed),
+            latency(f.max_nsec, f.timed),
         ];
         if wide {
-            row.push(human_ns(f.min_nsec));
+            row.push(latency(f.min_nsec, f.timed));
         }
         row.extend([f.pid.to_string(), f.fd.to_string(), syscalls.join(", "), f.target.clone()]);
         t.push(row);
@@ -152,10 +157,19 @@ pub fn header(p: &v1::SyscallProfile) -> String {
     if p.partial {
         out.push_str(&format!("PARTIAL: {}\n", p.partial_reason));
     }
+    if p.lost_detail > 0 {
+        out.push_str(&format!(
+            "{} errnos or fd closes were not recorded (a kernel map was full): errno counts and fd names may be short\n",
+            p.lost_detail
+        ));
+    }
     if p.lost_events > 0 {
         out.push_str(&format!("{} syscalls were not counted (a kernel map was full)\n", p.lost_events));
     }
-    out.push_str("Times are wall-clock from syscall entry to exit, time blocked included (as strace -c -w).\n");
+    out.push_str(
+        "Times are wall-clock from syscall entry to exit, time blocked included (as strace -c -w); P50 and P99 are \
+         the upper bounds of log2 buckets.\n",
+    );
     if p.time_one_in > 1 {
         out.push_str(&format!(
             "Sampled: 1 call in {} of each thread was timed; counts are exact, times are scaled, latencies are the timed calls' (--sample 1 times every call).\n",
@@ -218,6 +232,7 @@ mod tests {
             total_nsec: 25_000_000,
             time_pct: 12.5,
             p50_nsec: 4095,
+            timed: 5000,
             p99_nsec: 8191,
             max_nsec: 40_000,
             ..Default::default()
@@ -287,12 +302,9 @@ mod tests {
                 "50.0",
                 "2.500000",
                 "7",
-                "0",
-                "ns",
-                "0",
-                "ns",
-                "0",
-                "ns",
+                "-",
+                "-",
+                "-",
                 "9",
                 "4",
                 "write",

@@ -70,6 +70,7 @@ pub(super) const MAP_LOOKUP_ELEM: i32 = 1;
 pub(super) const MAP_UPDATE_ELEM: i32 = 2;
 pub(super) const MAP_DELETE_ELEM: i32 = 3;
 pub(super) const KTIME_GET_NS: i32 = 5;
+pub(super) const GET_PRANDOM_U32: i32 = 7;
 pub(super) const GET_CURRENT_TASK: i32 = 35;
 pub(super) const GET_CURRENT_TASK_BTF: i32 = 158;
 pub(super) const TASK_PT_REGS: i32 = 175;

@@ -164,6 +164,13 @@ impl Counter {
     }
 
     fn attach_with(key: ThreadKey, pidns: (u64, u64), tgids: &[u32], sample: u32) -> Result<Counter, BpfError> {
+        if !cfg!(target_arch = "x86_64") {
+            // The programs read syscall arguments at x86_64's pt_regs offsets.
+            return Err(BpfError::PermissionDenied(format!(
+                "the ebpf backend reads x86_64 registers; this agent is built for {}",
+                std::env::consts::ARCH
+            )));
+        }
         let pidns = (kernel_dev(pidns.0), pidns.1);
         let hash =
             |name, key, value, max| Map::create_with(name, BPF_MAP_TYPE_HASH, key, value, max, BPF_F_NO_PREALLOC);
@@ -316,13 +323,22 @@ impl Counter {
         let slots = u64::from(SLOW_SLOTS);
         let from = d.cursor.max(cursor.saturating_sub(slots));
         d.missed += from - d.cursor;
-        let mut record = [0u8; SLOW_VALUE as usize];
+        let (mut record, mut again) = ([0u8; SLOW_VALUE as usize], [0u8; SLOW_VALUE as usize]);
+        let mut taken = cursor;
         for seq in from..cursor {
             let slot = ((seq % slots) as u32).to_ne_bytes();
-            self.slow.lookup(&slot, &mut record).map_err(|e| bpf_err("reading the BPF slow-call ring", e))?;
-            // Overwritten since (a later lap), or still being written: not this call.
-            if u64_at(&record, W_SEQ as usize) != seq + 1 {
-                d.missed += 1;
+            let read = |into: &mut [u8]| self.slow.lookup(&slot, into).map(drop);
+            read(&mut record)
+                .and_then(|()| read(&mut again))
+                .map_err(|e| bpf_err("reading the BPF slow-call ring", e))?;
+            let written = u64_at(&record, W_SEQ as usize);
+            if written < seq + 1 || record != again {
+                // Still being written (the writer clears the seq first): take it next time.
+                taken = seq;
+                break;
+            }
+            if written > seq + 1 {
+                d.missed += 1; // overwritten by a later lap
                 continue;
             }
             let enter = u64_at(&record, W_ENTER as usize);
@@ -337,7 +353,7 @@ impl Counter {
                 offset_ns: enter.saturating_sub(self.started_ns),
             });
         }
-        d.cursor = cursor;
+        d.cursor = taken;
         self.set_threshold(d.slowest.threshold())
     }
 
@@ -400,6 +416,7 @@ impl Counter {
             syscalls,
             errnos,
             lost: u64_at(&ctl, C_LOST as usize),
+            detail_lost: u64_at(&ctl, C_DETAIL_LOST as usize),
             slowest: d.slowest.to_vec(),
             slowest_missed: d.missed,
             names: Vec::new(),
@@ -452,7 +469,7 @@ mod tests {
             let exit = exit_program(key, &m).len();
             let task_exit = task_exit_program(key, &m).len();
             println!("{key:?}: sys_enter {enter}, sys_exit {exit}, sched_process_exit {task_exit} insns");
-            assert!(enter < 128 && exit < 360 && task_exit < 20);
+            assert!(enter < 128 && exit < 400 && task_exit < 20);
         }
     }
 
@@ -606,26 +623,30 @@ mod tests {
     }
 
     #[test]
-    fn sampled_timing_counts_every_call_and_times_one_in_eight() {
-        if !crate::testing::privileged("sampled_timing_counts_every_call_and_times_one_in_eight", BPF) {
+    fn sampled_timing_counts_every_call_and_times_one_in_eight_at_random() {
+        if !crate::testing::privileged("sampled_timing_counts_every_call_and_times_one_in_eight_at_random", BPF) {
             return;
         }
         let me = std::process::id();
         let counter = Counter::attach(pidns_of_self().unwrap(), &[me], 8).unwrap();
         let worker = std::thread::spawn(|| {
+            // Alternating, as dd's read and write do: a period that must not hide either.
             for _ in 0..800 {
                 nix::unistd::getppid();
+                nix::unistd::getpgrp();
             }
             gettid()
         });
         let tid = worker.join().unwrap();
         let counts = counter.read().unwrap();
-        let c = counts.syscalls.iter().find(|s| s.tid == tid && s.nr == 110).expect("getppid counted");
-        assert_eq!(c.calls, 800, "every call counted");
-        // Every 8th syscall of the thread is timed; all but a few of its syscalls are these.
-        assert!((95..=105).contains(&c.timed), "{c:?}");
-        assert_eq!(c.hist.iter().sum::<u64>(), c.timed);
-        assert!(c.total_ns > 0 && c.min_ns <= c.max_ns && c.max_ns > 0, "{c:?}");
+        for nr in [110, 111] {
+            let c = counts.syscalls.iter().find(|s| s.tid == tid && s.nr == nr).expect("counted");
+            assert_eq!(c.calls, 800, "every call counted");
+            // One call in 8 at random: 100 expected, sd 9.4.
+            assert!((60..=140).contains(&c.timed), "{c:?}");
+            assert_eq!(c.hist.iter().sum::<u64>(), c.timed);
+            assert!(c.total_ns > 0 && c.min_ns <= c.max_ns && c.max_ns > 0, "{c:?}");
+        }
         assert_eq!(counts.time_one_in, 8);
     }
 

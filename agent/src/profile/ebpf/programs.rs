@@ -28,14 +28,15 @@ pub(super) const T_ENTER: i16 = 8; // u64 ktime at sys_enter, 0 = no syscall in 
 /// T_ENTER of a syscall in flight that is counted but not timed (see `sample`).
 pub(super) const UNTIMED: i32 = 1;
 pub(super) const T_NR: i16 = 16; // u64 syscall nr in flight
-pub(super) const T_SLOT: i16 = 24; // u32 the process's epoch slot (0: none)
-pub(super) const T_COUNT: i16 = 28; // u32 the thread's syscalls so far, for sampling
+pub(super) const T_SLOT: i16 = 24; // u32 the process's epoch slot (0: none), then 4 bytes padding
 
 // others: LRU cache of threads found not to be targets -> u32 generation of that verdict
 // (an evicted entry only costs a new check).
 
 // stats: { u32 tid, u32 nr, i32 fd (-1: none), u32 epoch } -> StatsValue
 pub(super) const STATS_KEY: u32 = 16;
+/// The fd of a stats key for calls on fds counted after the map filled up.
+pub(super) const OVERFLOW_FD: i32 = crate::profile::counts::OVERFLOW_FD;
 pub(super) const S_TGID: i16 = 0; // u32, then 4 bytes padding
 pub(super) const S_CALLS: i16 = 8;
 pub(super) const S_ERRORS: i16 = 16;
@@ -58,10 +59,11 @@ pub(super) const EPOCH_FDS: u32 = 1024;
 // fresh: { u32 tgid, i32 fd, u32 epoch } -> u32 (1): fds seen for the first time, drained by
 // userspace to name them while they are open
 pub(super) const FRESH_KEY: u32 = 12;
-// ctl: array[1] of { u64 lost, u64 slow cursor }
-pub(super) const CTL_VALUE: u32 = 16;
+// ctl: array[1] of { u64 lost, u64 slow cursor, u64 detail lost }
+pub(super) const CTL_VALUE: u32 = 24;
 pub(super) const C_LOST: i16 = 0;
 pub(super) const C_CURSOR: i16 = 8;
+pub(super) const C_DETAIL_LOST: i16 = 16; // errnos and fd epochs not recorded (their map full)
 // threshold: array[1] of u64 ns, written by userspace only
 // slow: array[SLOW_SLOTS] of SlowValue, written at cursor % SLOW_SLOTS by a call slower
 // than the threshold (userspace raises it to the N-th slowest seen)
@@ -151,8 +153,8 @@ pub(super) fn emit_lost(a: &mut Asm, lost: RawFd, key_off: i16, out: Label) {
 /// Registers: r7 = nr, r8 = cached verdict, r9 = generation.
 /// Stack: fp-8 thread key, fp-16 u32 array key, fp-24 pidns_info, fp-56..fp-24 new entry.
 ///
-/// `sample` (a power of two): time one syscall in `sample` of each thread, and mark the others
-/// UNTIMED, so that they are counted without two reads of the clock (~60 ns each here).
+/// `sample` (a power of two): time one syscall in `sample` of each thread, chosen at random,
+/// and mark the others UNTIMED, so that they are counted without two reads of the clock (~60 ns each here).
 pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sample: u32) -> Vec<Insn> {
     assert!(sample.is_power_of_two());
     let mut a = Asm::default();
@@ -209,14 +211,11 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sampl
     a.bind(record); // r0 = the target thread's entry
     a.emit(&[mov64_reg(R8, R0), stx_mem(BPF_DW, R8, R7, T_NR)]);
     if sample > 1 {
+        // At random, not every N-th call: a thread whose calls repeat with a period (dd's
+        // read, write, read…) would otherwise always time the same syscall.
         let timed = a.label();
-        a.emit(&[
-            ldx_mem(BPF_W, R1, R8, T_COUNT),
-            add64_imm(R1, 1),
-            stx_mem(BPF_W, R8, R1, T_COUNT),
-            and64_imm(R1, sample as i32 - 1),
-        ]);
-        a.jmp_imm(BPF_JEQ, R1, 0, timed);
+        a.emit(&[call(GET_PRANDOM_U32), and64_imm(R0, sample as i32 - 1)]);
+        a.jmp_imm(BPF_JEQ, R0, 0, timed);
         a.emit(&[st_mem(BPF_DW, R8, T_ENTER, UNTIMED)]);
         a.ja(out);
         a.bind(timed);
@@ -280,6 +279,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     const INIT: i16 = -120 - STATS_VALUE as i16;
     let mut a = Asm::default();
     let [out, lost, read_fd, skip_min, skip_max, no_fd, keyed, counted, slow] = [(); 9].map(|_| a.label());
+    let [detail_lost, close_failed] = [(); 2].map(|_| a.label());
     a.emit(&[
         ldx_mem(BPF_DW, R6, R1, 8), // r6 = args[1] = return value
         ldx_mem(BPF_DW, R2, R1, 0), // args[0] = the task's pt_regs
@@ -351,6 +351,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.ja(keyed);
     a.bind(read_fd);
     emit_read_arg(&mut a, REGS_DI);
+    a.jmp_imm(BPF_JNE, R0, 0, keyed); // unreadable: no fd rather than fd 0
     a.emit(&[ldx_mem(BPF_W, R1, R10, -72)]); // the low 32 bits, zero-extended: an int fd
     a.jmp_imm(BPF_JGT, R1, i32::MAX, keyed); // negative: no fd
     a.emit(&[stx_mem(BPF_W, R10, R1, -16), stx_mem(BPF_W, R10, R1, -44), stx_mem(BPF_W, R10, R1, -60)]);
@@ -391,7 +392,13 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     ]);
     a.bind(fresh_done);
     emit_lookup(&mut a, m.stats, -24);
-    a.jmp_imm(BPF_JEQ, R0, 0, lost);
+    a.jmp_imm(BPF_JNE, R0, 0, have);
+    // The map is full. A call with an fd still counts, under {tid, nr, OVERFLOW_FD, 0}: the
+    // number of those keys is bounded by threads × syscalls, not by fds opened.
+    a.emit(&[ldx_mem(BPF_W, R1, R10, -16)]);
+    a.jmp_imm(BPF_JGT, R1, i32::MAX, lost); // no fd: the call itself is lost
+    a.emit(&[st_mem(BPF_W, R10, -16, OVERFLOW_FD), st_mem(BPF_W, R10, -12, 0)]);
+    emit_get_or_create(&mut a, m.stats, -24, INIT, lost);
     a.bind(have);
     a.emit(&[mov64_reg(R9, R0), mov64_imm(R1, 1), atomic_add64(R9, R1, S_CALLS)]);
     let not_timed = a.label();
@@ -422,9 +429,15 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
         sub64_reg(R1, R6),
         stx_mem(BPF_W, R10, R1, -28),
     ]);
-    emit_get_or_create(&mut a, m.errnos, -32, -80, lost);
+    emit_get_or_create(&mut a, m.errnos, -32, -80, detail_lost);
     a.emit(&[mov64_imm(R1, 1), atomic_add64(R0, R1, 0)]);
+    // A close that fails other than with EBADF has closed the fd all the same (close(2)).
+    a.emit(&[ldx_mem(BPF_DW, R1, R10, -88)]);
+    a.jmp_imm(BPF_JSET, R1, ENDS_ARG0, close_failed);
     a.ja(slow);
+    a.bind(close_failed);
+    a.jmp_imm(BPF_JEQ, R6, -libc::EBADF, slow);
+    a.ja(counted);
 
     // Success: a close ends the fd in its first argument, a dup2/dup3 the one in its second.
     a.bind(ok);
@@ -435,9 +448,10 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.ja(slow);
     a.bind(ends1);
     emit_read_arg(&mut a, REGS_SI);
+    a.jmp_imm(BPF_JNE, R0, 0, slow);
     a.emit(&[ldx_mem(BPF_W, R1, R10, -72), stx_mem(BPF_W, R10, R1, -44)]);
     a.bind(counted);
-    emit_epoch(&mut a, m, Some(lost));
+    emit_epoch(&mut a, m, Some(detail_lost));
     a.emit(&[mov64_imm(R1, 1), atomic_add32(R0, R1, 0)]);
 
     // A call slower than the threshold goes to the ring: slot = cursor++ % SLOW_SLOTS.
@@ -452,6 +466,7 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.emit(&[mov64_reg(R2, R10), add64_imm(R2, -40), call(MAP_LOOKUP_ELEM)]);
     a.jmp_imm(BPF_JEQ, R0, 0, out);
     a.emit(&[
+        st_mem(BPF_DW, R0, W_SEQ, 0), // first: a record being rewritten is no record
         ldx_mem(BPF_W, R1, R10, -64),
         stx_mem(BPF_W, R0, R1, W_TGID),
         ldx_mem(BPF_W, R1, R10, -24),
@@ -471,6 +486,11 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     a.ja(out);
     a.bind(lost);
     emit_lost(&mut a, m.ctl, -40, out);
+    // The call is counted, but its errno or an fd's epoch could not be (a map was full).
+    a.bind(detail_lost);
+    emit_array_slot0(&mut a, m.ctl, -40, out);
+    a.emit(&[mov64_imm(R1, 1), atomic_add64(R0, R1, C_DETAIL_LOST)]);
+    a.ja(slow);
     a.bind(out);
     a.emit(&[mov64_imm(R0, 0), exit()]);
     a.finish()
