@@ -34,6 +34,7 @@ pub(super) const BPF_LDX: u8 = 0x01;
 pub(super) const BPF_ST: u8 = 0x02;
 pub(super) const BPF_STX: u8 = 0x03;
 pub(super) const BPF_JMP: u8 = 0x05;
+pub(super) const BPF_ALU: u8 = 0x04; // 32-bit: the upper half of dst is zeroed
 pub(super) const BPF_ALU64: u8 = 0x07;
 pub(super) const BPF_W: u8 = 0x00;
 pub(super) const BPF_DW: u8 = 0x18;
@@ -49,6 +50,8 @@ pub(super) const BPF_MOV: u8 = 0xb0;
 pub(super) const BPF_AND: u8 = 0x50;
 pub(super) const BPF_LSH: u8 = 0x60;
 pub(super) const BPF_RSH: u8 = 0x70;
+pub(super) const BPF_XOR: u8 = 0xa0;
+pub(super) const BPF_OR: u8 = 0x40;
 /// With BPF_ATOMIC | BPF_ADD: the old value is loaded into src.
 pub(super) const BPF_FETCH: i32 = 0x01;
 // Jump ops.
@@ -70,7 +73,6 @@ pub(super) const MAP_LOOKUP_ELEM: i32 = 1;
 pub(super) const MAP_UPDATE_ELEM: i32 = 2;
 pub(super) const MAP_DELETE_ELEM: i32 = 3;
 pub(super) const KTIME_GET_NS: i32 = 5;
-pub(super) const GET_PRANDOM_U32: i32 = 7;
 pub(super) const GET_CURRENT_TASK: i32 = 35;
 pub(super) const GET_CURRENT_TASK_BTF: i32 = 158;
 pub(super) const TASK_PT_REGS: i32 = 175;
@@ -92,6 +94,19 @@ pub(super) fn mov64_imm(dst: Reg, imm: i32) -> Insn {
 }
 pub(super) fn add64_imm(dst: Reg, imm: i32) -> Insn {
     insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
+}
+/// 32-bit `dst = (dst << imm)`, `dst = (dst >> imm)`, `dst ^= src`.
+pub(super) fn lsh32_imm(dst: Reg, imm: i32) -> Insn {
+    insn(BPF_ALU | BPF_LSH | BPF_K, dst, 0, 0, imm)
+}
+pub(super) fn rsh32_imm(dst: Reg, imm: i32) -> Insn {
+    insn(BPF_ALU | BPF_RSH | BPF_K, dst, 0, 0, imm)
+}
+pub(super) fn xor32_reg(dst: Reg, src: Reg) -> Insn {
+    insn(BPF_ALU | BPF_XOR | BPF_X, dst, src, 0, 0)
+}
+pub(super) fn or64_imm(dst: Reg, imm: i32) -> Insn {
+    insn(BPF_ALU64 | BPF_OR | BPF_K, dst, 0, 0, imm)
 }
 pub(super) fn and64_imm(dst: Reg, imm: i32) -> Insn {
     insn(BPF_ALU64 | BPF_AND | BPF_K, dst, 0, 0, imm)

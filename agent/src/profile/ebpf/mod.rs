@@ -613,10 +613,11 @@ mod tests {
         assert!(fresh.contains(&(me, pipe_fd, 0)) && fresh.contains(&(me, file_fd, e + 1)), "{fresh:?}");
         assert!(counter.take_fresh().is_empty(), "taken once");
         let nanosleep = crate::profile::names::syscall_number("clock_nanosleep").unwrap();
-        // The two slowest: the worker's sleep, and the main thread's join waiting for it.
-        let slept = counts.slowest.iter().position(|c| c.tid == tid && c.nr == nanosleep);
+        // Among the slowest: the worker's sleep (with the main thread's join waiting for it, and
+        // whatever a busy machine made slow).
+        let slept = counts.slowest.iter().find(|c| c.tid == tid && c.nr == nanosleep);
         let slept = slept.unwrap_or_else(|| panic!("{:?}", counts.slowest));
-        assert!(slept < 2 && counts.slowest[slept].ns >= 20_000_000 && counts.slowest[slept].fd == -1);
+        assert!(slept.ns >= 20_000_000 && slept.fd == -1, "{slept:?}");
         assert!(counts.slowest.windows(2).all(|w| w[0].ns >= w[1].ns));
         assert!(counts.slowest.iter().all(|c| c.ns >= crate::profile::counts::SLOW_FLOOR_NS && c.offset_ns > 0));
         assert_eq!(counts.lost, 0);

@@ -28,7 +28,8 @@ pub(super) const T_ENTER: i16 = 8; // u64 ktime at sys_enter, 0 = no syscall in 
 /// T_ENTER of a syscall in flight that is counted but not timed (see `sample`).
 pub(super) const UNTIMED: i32 = 1;
 pub(super) const T_NR: i16 = 16; // u64 syscall nr in flight
-pub(super) const T_SLOT: i16 = 24; // u32 the process's epoch slot (0: none), then 4 bytes padding
+pub(super) const T_SLOT: i16 = 24; // u32 the process's epoch slot (0: none)
+pub(super) const T_RAND: i16 = 28; // u32 the thread's xorshift32 state, for sampling (never 0)
 
 // others: LRU cache of threads found not to be targets -> u32 generation of that verdict
 // (an evicted entry only costs a new check).
@@ -188,9 +189,12 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sampl
     // A target: threads[key] = { tid, tgid, 0, 0, slot }, then record this syscall in it.
     a.emit(&[
         ldx_mem(BPF_W, R1, R0, 0),
-        stx_mem(BPF_DW, R10, R1, -56 + T_SLOT),
+        stx_mem(BPF_W, R10, R1, -56 + T_SLOT),
         ldx_mem(BPF_W, R1, R10, -24),
         stx_mem(BPF_W, R10, R1, -56 + T_TID),
+        mov64_reg(R2, R1),
+        or64_imm(R2, 1),
+        stx_mem(BPF_W, R10, R2, -56 + T_RAND), // seeded with the tid, made odd: never 0
         ldx_mem(BPF_W, R1, R10, -20),
         stx_mem(BPF_W, R10, R1, -56 + T_TGID),
         st_mem(BPF_DW, R10, -56 + T_ENTER, 0),
@@ -212,10 +216,19 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sampl
     a.emit(&[mov64_reg(R8, R0), stx_mem(BPF_DW, R8, R7, T_NR)]);
     if sample > 1 {
         // At random, not every N-th call: a thread whose calls repeat with a period (dd's
-        // read, write, read…) would otherwise always time the same syscall.
+        // read, write, read…) would otherwise always time the same syscall. A per-thread
+        // xorshift32 in the entry: a few ALU instructions, where bpf_get_prandom_u32 is a call.
         let timed = a.label();
-        a.emit(&[call(GET_PRANDOM_U32), and64_imm(R0, sample as i32 - 1)]);
-        a.jmp_imm(BPF_JEQ, R0, 0, timed);
+        a.emit(&[ldx_mem(BPF_W, R1, R8, T_RAND)]);
+        for (shift, left) in [(13, true), (17, false), (5, true)] {
+            a.emit(&[
+                mov64_reg(R2, R1),
+                if left { lsh32_imm(R2, shift) } else { rsh32_imm(R2, shift) },
+                xor32_reg(R1, R2),
+            ]);
+        }
+        a.emit(&[stx_mem(BPF_W, R8, R1, T_RAND), and64_imm(R1, sample as i32 - 1)]);
+        a.jmp_imm(BPF_JEQ, R1, 0, timed);
         a.emit(&[st_mem(BPF_DW, R8, T_ENTER, UNTIMED)]);
         a.ja(out);
         a.bind(timed);
