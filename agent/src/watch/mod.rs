@@ -10,22 +10,24 @@
 //! changes nothing the container can see (and fails harmlessly on a read-only
 //! cgroupfs: then it polls).
 
+mod capture;
 pub mod events;
 pub mod held;
 pub mod history;
 pub mod kills;
+pub mod policy;
 pub mod store;
 pub mod victim;
 
 use crate::cgroup::{CgroupReader, files, working_set};
 use crate::convert;
-use crate::error::{open_dir, read_file_at};
-use crate::findings;
+use crate::error::open_dir;
 use crate::kube_events::{Notice, NoticeSender};
 use crate::model::{CgroupVersion, Container, Process};
 use crate::proc::{Brief, ProcReader};
 use osl_proto::v1;
-use rustix::fd::AsRawFd;
+pub use policy::{Decision, decide_for};
+use policy::{HYSTERESIS_PCT, PREDICT_FROM_PCT, decide, growth_per_sec, near};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,24 +82,15 @@ const STOP_LATENCY: Duration = Duration::from_millis(200);
 const YOUNG: Duration = Duration::from_secs(2);
 
 /// After the kernel wakes the watcher, it polls every HOT_POLL for HOT_FOR; a
-/// container near its limit, always: at NEAR_PCT or more and, at its growth rate,
-/// within NEAR_ETA of the limit, or at NEAR_ALWAYS_PCT or more. A container that
-/// sits still at 70% (a JVM's heap, a cache) stays at the normal poll.
+/// container near its limit (see [`policy::near`]), always.
 const HOT_POLL: Duration = Duration::from_millis(20);
 const HOT_FOR: Duration = Duration::from_secs(1);
-const NEAR_PCT: f64 = 50.0;
-const NEAR_ETA: Duration = Duration::from_secs(30);
-const NEAR_ALWAYS_PCT: f64 = 95.0;
 
 /// Histories kept for containers that may come back at the same path (28 KiB each).
 const RETIRED: usize = 32;
 
 /// How long a post-mortem waits for the OOM victim to finish exiting.
 const VICTIM_WAIT: Duration = Duration::from_secs(1);
-
-/// Prediction needs this share of the limit used at least (noise below).
-const PREDICT_FROM_PCT: f64 = 50.0;
-const HYSTERESIS_PCT: f64 = 5.0;
 
 #[derive(Debug)]
 pub struct Watcher {
@@ -160,13 +153,6 @@ struct Watched {
     near: bool,
     /// The minutes before (kept when the cgroup is re-created at the same path).
     history: history::History,
-}
-
-/// What a poll decided.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decision {
-    Threshold,
-    Prediction { eta: Duration },
 }
 
 impl Watcher {
@@ -262,7 +248,7 @@ impl Watcher {
         events::wait_all(&v1, &v2, timeout)
     }
 
-    /// The containers within reach of their limit (see [`NEAR_PCT`]).
+    /// The containers within reach of their limit (see [`policy::near`]).
     fn near(&self) -> impl Iterator<Item = &String> {
         self.containers.iter().filter(|(_, w)| w.near).map(|(k, _)| k)
     }
@@ -550,7 +536,7 @@ impl Watcher {
             growth_bytes_per_sec: growth,
             predicted_oom_in_msec: eta_msec,
         };
-        let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PreOom, trigger);
+        let mut report = capture::report(&self.procs, &self.cgroups, w, v1::ReportKind::PreOom, trigger);
         report.capture_usec = started.elapsed().as_micros() as u64;
         // Announced whatever the disk says: a report it refused is kept in memory
         // (the store logs what it could not keep).
@@ -588,14 +574,14 @@ impl Watcher {
             std::thread::sleep(Duration::from_millis(10));
         };
         let known: Vec<v1::ReportProcess> =
-            w.last_processes.iter().cloned().chain(w.members.iter().map(brief_process)).collect();
+            w.last_processes.iter().cloned().chain(w.members.iter().map(capture::brief_process)).collect();
         let victims: Vec<v1::ReportProcess> = gone
             .iter()
             .map(|&pid| {
                 known.iter().find(|p| p.pid == pid).cloned().unwrap_or(v1::ReportProcess { pid, ..Default::default() })
             })
             .collect();
-        let mut report = capture(&self.procs, &self.cgroups, w, v1::ReportKind::PostMortem, trigger);
+        let mut report = capture::report(&self.procs, &self.cgroups, w, v1::ReportKind::PostMortem, trigger);
         report.victims = victims;
         // The counter as the poll read it through the held directory, whatever the
         // re-read could reach.
@@ -623,71 +609,6 @@ impl Watcher {
         let _ = self.store.write(&report);
         self.announce(&report);
     }
-}
-
-/// Whether this poll should write a pre-OOM report.
-pub fn decide_for(
-    samples: &VecDeque<(Instant, u64)>,
-    fired: (&mut bool, &mut bool, &mut bool),
-    last_report: Option<Instant>,
-    now: Instant,
-    ws: u64,
-    limit: u64,
-    cfg: &WatchConfig,
-) -> Option<Decision> {
-    let (warn, critical, prediction) = fired;
-    let pct = ws as f64 * 100.0 / limit as f64;
-    if pct < cfg.warn_pct - HYSTERESIS_PCT {
-        (*warn, *critical) = (false, false);
-    }
-    let growth = growth_per_sec(samples);
-    if pct < PREDICT_FROM_PCT - HYSTERESIS_PCT || growth <= 0.0 {
-        *prediction = false;
-    }
-    let cooling = last_report.is_some_and(|t| now.duration_since(t) < cfg.cooldown);
-    if pct >= cfg.critical_pct && !*critical {
-        *critical = true;
-        *warn = true;
-        // The critical report is never held back: it is the last chance.
-        Some(Decision::Threshold)
-    } else if pct >= cfg.warn_pct && !*warn {
-        *warn = true;
-        (!cooling).then_some(Decision::Threshold)
-    } else if pct >= PREDICT_FROM_PCT && !*prediction && !*warn && growth > 0.0 {
-        let eta_secs = limit.saturating_sub(ws) as f64 / growth;
-        if eta_secs < cfg.predict_within.as_secs_f64() {
-            *prediction = true;
-            (!cooling).then_some(Decision::Prediction { eta: Duration::from_secs_f64(eta_secs.max(0.0)) })
-        } else {
-            None
-        }
-    } else {
-        None
-    }
-}
-
-fn decide(w: &mut Watched, now: Instant, ws: u64, limit: u64, cfg: &WatchConfig) -> Option<Decision> {
-    let last = w.last_report.as_ref().map(|(t, _)| *t);
-    decide_for(
-        &w.samples,
-        (&mut w.fired_warn, &mut w.fired_critical, &mut w.fired_prediction),
-        last,
-        now,
-        ws,
-        limit,
-        cfg,
-    )
-}
-
-/// Whether a container is near enough its limit to be polled every [`HOT_POLL`].
-fn near(pct: f64, ws: u64, limit: u64, growth: f64) -> bool {
-    let eta_secs = if growth > 0.0 { limit.saturating_sub(ws) as f64 / growth } else { f64::INFINITY };
-    pct >= NEAR_ALWAYS_PCT || (pct >= NEAR_PCT && eta_secs < NEAR_ETA.as_secs_f64())
-}
-
-/// Least-squares growth of the working set, bytes a second.
-pub fn growth_per_sec(samples: &VecDeque<(Instant, u64)>) -> f64 {
-    crate::trend::slope_per_sec(samples.iter().copied()).unwrap_or(0.0)
 }
 
 /// What the cheap poll reads.
@@ -775,208 +696,4 @@ fn sample_processes(procs: &ProcReader, pids: &[i32]) -> ([Option<(i32, u64)>; h
         *slot = Some((r.0, r.1));
     }
     (top, fds)
-}
-
-fn brief_process(b: &Brief) -> v1::ReportProcess {
-    v1::ReportProcess {
-        pid: b.pid,
-        start_time_ticks: b.start_time_ticks,
-        comm: osl_proto::text::escape(&b.comm),
-        rss_bytes: Some(b.rss_bytes),
-        ..Default::default()
-    }
-}
-
-/// Reads the container and its processes now; processes are ranked by RSS growth
-/// since the watcher last saw them.
-fn capture(
-    procs: &ProcReader,
-    cgroups: &CgroupReader,
-    w: &mut Watched,
-    kind: v1::ReportKind,
-    trigger: v1::Trigger,
-) -> v1::Report {
-    let before: HashMap<(i32, u64), u64> =
-        w.members.iter().map(|b| ((b.pid, b.start_time_ticks), b.rss_bytes)).collect();
-    // The cgroup's processes now, through the held directory (the rescan's list may
-    // be seconds old, and after a kill it names the victim).
-    let pids: Vec<i32> = w.files.pids().unwrap_or_else(|| w.members.iter().map(|b| b.pid).collect());
-    // A victim still exiting, or a pid already reused elsewhere, must not stand for
-    // the container: it would be read as another (or no) container.
-    let path = w.container.memory.as_ref().map(|m| m.location.path.clone());
-    let processes: Vec<Process> = procs
-        .read_many(&pids)
-        .into_iter()
-        .filter_map(|(_, p)| p.ok())
-        .filter(|p| p.state != 'Z' && p.state != 'X')
-        .filter(|p| path.is_none() || p.container_cgroup().map(|c| &c.path) == path.as_ref())
-        .collect();
-    let mut container = match processes.first() {
-        Some(p) => cgroups.read_container(p.pid, &p.cgroups),
-        None => {
-            // Nobody left to reach the cgroup through (its path may have led through a
-            // member's /proc/PID/root): re-read it through the held directory, via the
-            // agent's own /proc/self/fd link to it.
-            let mut c = w.container.clone();
-            if let Some(m) = &w.container.memory {
-                let mut held = m.location.clone();
-                held.dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", w.files.dir.as_raw_fd()));
-                let (mut memory, unavailable) = cgroups.reread_memory(held);
-                memory.location = m.location.clone();
-                c.memory = Some(memory);
-                c.unavailable = unavailable;
-            }
-            c
-        }
-    };
-    container.pids = processes.iter().map(|p| p.pid).collect();
-    let found = findings::evaluate(&processes, std::slice::from_ref(&container));
-    let mut ranked: Vec<v1::ReportProcess> = processes
-        .iter()
-        .map(|p| {
-            let rss = p.memory.vm_rss_bytes;
-            let growth = rss.zip(before.get(&(p.pid, p.start_time_ticks))).map(|(now, was)| now as i64 - *was as i64);
-            v1::ReportProcess {
-                pid: p.pid,
-                start_time_ticks: p.start_time_ticks,
-                comm: osl_proto::text::escape(&p.comm),
-                cmdline: p.cmdline.iter().map(|a| osl_proto::text::escape(a)).collect(),
-                rss_bytes: rss,
-                anon_bytes: p.memory.rss_anon_bytes,
-                pss_bytes: p.memory.pss_bytes,
-                uss_bytes: p.memory.uss_bytes,
-                rss_growth_bytes: growth.or(rss.map(|r| r as i64)),
-                fds: p.fds.open,
-                threads: p.cpu.threads,
-                ..Default::default()
-            }
-        })
-        .collect();
-    ranked.sort_by_key(|p| std::cmp::Reverse(p.rss_growth_bytes.unwrap_or(i64::MIN)));
-    let limit = container.memory.as_ref().and_then(|m| m.limit_bytes).flatten();
-    let oom: Vec<(i32, victim::OomInputs)> =
-        processes.iter().filter_map(|p| Some((p.pid, victim::read(procs.root(), p.pid)?))).collect();
-    for p in &mut ranked {
-        if let Some((_, i)) = oom.iter().find(|(pid, _)| *pid == p.pid) {
-            p.oom_score = i.oom_score.and_then(|s| i32::try_from(s).ok());
-            p.oom_score_adj = Some(i.oom_score_adj);
-        }
-    }
-    let page = rustix::param::page_size() as u64;
-    let next_victim_pid = limit.and_then(|l| victim::next(&oom, l, page)).unwrap_or(0);
-    let oom_group = match container.memory.as_ref().map(|m| m.location.version) {
-        Some(CgroupVersion::V2) => read_file_at(&w.files.dir, std::path::Path::new("cgroup"), "memory.oom.group")
-            .ok()
-            .map(|b| b.trim_ascii() == b"1"),
-        _ => None,
-    };
-    let created_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let id =
-        store::report_id(created_at_unix_ms, kind, container.id.as_deref(), REPORT_SEQ.fetch_add(1, Ordering::Relaxed));
-    let converted = convert::container(&container);
-    // Only a fuller view replaces the watched one: after a kill that emptied the
-    // container, the re-read may not reach its limit, and without the limit the
-    // watcher would stop polling the cgroup (and not notice it re-created).
-    if container.memory.as_ref().is_some_and(|m| matches!(m.limit_bytes, Some(Some(_)))) {
-        w.container = container;
-    }
-    v1::Report {
-        id,
-        kind: kind as i32,
-        created_at_unix_ms,
-        capture_usec: 0,
-        container_id: converted.id.clone(),
-        cgroup_path: converted
-            .memory
-            .as_ref()
-            .and_then(|m| m.location.as_ref())
-            .map(|l| l.path.clone())
-            .unwrap_or_default(),
-        trigger: Some(trigger),
-        memory: converted.memory,
-        processes: ranked,
-        findings: convert::findings(&found),
-        victims: Vec::new(),
-        previous_report_id: String::new(),
-        unavailable: converted.unavailable,
-        next_victim_pid,
-        oom_group,
-        history: w.history.to_proto(),
-        not_persisted_reason: String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> WatchConfig {
-        WatchConfig { cooldown: Duration::from_secs(60), predict_within: Duration::from_secs(10), ..Default::default() }
-    }
-
-    fn run(points: &[(u64, u64)], limit: u64) -> Vec<Option<Decision>> {
-        let t0 = Instant::now();
-        let mut samples = VecDeque::new();
-        let (mut w, mut c, mut p) = (false, false, false);
-        let mut last = None;
-        points
-            .iter()
-            .map(|&(ms, ws)| {
-                let now = t0 + Duration::from_millis(ms);
-                samples.push_back((now, ws));
-                let d = decide_for(&samples, (&mut w, &mut c, &mut p), last, now, ws, limit, &cfg());
-                if d.is_some() {
-                    last = Some(now);
-                }
-                d
-            })
-            .collect()
-    }
-
-    #[test]
-    fn thresholds_fire_once_and_critical_is_never_held_back() {
-        let d = run(&[(0, 70), (1000, 81), (2000, 85), (3000, 91), (4000, 95)], 100);
-        assert_eq!(d, [None, Some(Decision::Threshold), None, Some(Decision::Threshold), None]);
-    }
-
-    #[test]
-    fn a_steady_container_at_70_percent_never_reports() {
-        let points: Vec<(u64, u64)> = (0..100).map(|i| (i * 250, 70)).collect();
-        assert!(run(&points, 100).iter().all(Option::is_none));
-    }
-
-    #[test]
-    fn a_fast_rise_is_predicted_before_the_threshold() {
-        // 5 units a second from 50: the limit is 10 s away at 50%.
-        let points: Vec<(u64, u64)> = (0..8).map(|i| (i * 1000, 40 + 5 * i)).collect();
-        let d = run(&points, 100);
-        let first = d.iter().position(Option::is_some).unwrap();
-        assert!(matches!(d[first], Some(Decision::Prediction { .. })), "{d:?}");
-        assert!(points[first].1 < 80, "before the warn threshold: {:?}", points[first]);
-    }
-
-    #[test]
-    fn cooldown_holds_back_a_second_warning_but_resets_after_a_drop() {
-        let d = run(&[(0, 85), (1000, 60), (2000, 85), (70_000, 60), (71_000, 85)], 100);
-        assert_eq!(d, [Some(Decision::Threshold), None, None, None, Some(Decision::Threshold)]);
-    }
-
-    #[test]
-    fn only_a_container_heading_for_its_limit_is_polled_fast() {
-        const MIB: u64 = 1 << 20;
-        assert!(near(60.0, 60 * MIB, 100 * MIB, 16.0 * MIB as f64), "16 MiB/s, 2.5 s from the limit");
-        assert!(!near(70.0, 70 * MIB, 100 * MIB, 0.0), "steady at 70%");
-        assert!(!near(70.0, 70 * MIB, 100 * MIB, 0.5 * MIB as f64), "60 s away");
-        assert!(!near(40.0, 40 * MIB, 100 * MIB, 60.0 * MIB as f64), "below half");
-        assert!(near(96.0, 96 * MIB, 100 * MIB, 0.0), "at the edge, growing or not");
-    }
-
-    #[test]
-    fn growth_is_a_least_squares_slope() {
-        let t0 = Instant::now();
-        let s: VecDeque<(Instant, u64)> =
-            (0..5).map(|i| (t0 + Duration::from_millis(500 * i), 1000 + 100 * i)).collect();
-        assert!((growth_per_sec(&s) - 200.0).abs() < 1e-6);
-        assert_eq!(growth_per_sec(&VecDeque::new()), 0.0);
-    }
 }
