@@ -411,11 +411,7 @@ fn fd_stat(f: &crate::profile::summary::FdStat, elapsed_ns: u64) -> v1::FdStat {
     v1::FdStat {
         pid: f.tgid as i32,
         fd: f.fd,
-        kind: if f.target.ends_with(crate::profile::targets::CLOSED) {
-            v1::FdKind::Unspecified
-        } else {
-            fd_kind(f.kind)
-        } as i32,
+        kind: f.kind.map_or(v1::FdKind::Unspecified, fd_kind) as i32,
         target: f.target.clone(),
         syscalls: f.syscalls.iter().map(time_count).collect(),
         calls: f.calls,

@@ -30,6 +30,19 @@ pub struct Privileges {
     pub limitations: Vec<Unavailable>,
 }
 
+impl Privileges {
+    /// Why a ptrace attach may be refused, as the start-up trial found it.
+    pub fn ptrace_refusal(&self) -> &str {
+        match self.limitations.iter().find(|l| l.field == "ptrace") {
+            Some(l) => &l.reason,
+            None => {
+                "the agent could trace its siblings at start: a seccomp or LSM policy may deny this process, \
+                 or it is a kernel thread"
+            }
+        }
+    }
+}
+
 /// A sibling ptrace-access trial: which pid, and the errno if refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sibling {

@@ -124,8 +124,16 @@ impl Agent {
         let alive = |p: i32| self.collector.proc_reader().read_brief(p).is_ok_and(|b| !b.dead);
         let more = || if container.container_id.is_some() { members(&container).unwrap_or_default() } else { vec![] };
         let fallback = asked == v1::ProfileBackend::Unspecified;
-        let plan =
-            profile::Plan { pids, backend, duration, tick_every: tick, fallback, proc_root: root.clone(), time_one_in };
+        let plan = profile::Plan {
+            pids,
+            backend,
+            duration,
+            tick_every: tick,
+            fallback,
+            proc_root: root.clone(),
+            time_one_in,
+            ptrace_refused: self.privileges.ptrace_refusal().to_string(),
+        };
         let outcome = self.profiles.run(plan, alive, more, |p| {
             progress(p.map(|p| v1::ProfileProgress {
                 elapsed_msec: p.elapsed.as_millis() as u64,
@@ -133,18 +141,6 @@ impl Agent {
                 calls: p.calls,
                 errors: p.errors,
             }))
-        });
-        let outcome = outcome.map_err(|e| match e {
-            // Why, in the words of the start-up probe (one place says what ptrace needs).
-            AgentError::BackendUnavailable(msg) if msg.starts_with("not permitted to trace") => {
-                let why = self.privileges.limitations.iter().find(|l| l.field == "ptrace").map_or(
-                    "the agent could trace its siblings at start: a seccomp or LSM policy may deny this \
-                     process, or it is a kernel thread",
-                    |l| l.reason.as_str(),
-                );
-                AgentError::BackendUnavailable(format!("{msg}; {why}"))
-            }
-            e => e,
         })?;
         let (backend, reason) = match &outcome.fell_back {
             Some(why) => (profile::Backend::Ptrace, profile::fallback_reason(why)),

@@ -12,6 +12,7 @@ mod generated {
 
 pub mod enum_names;
 pub mod text;
+pub mod units;
 
 pub mod v1 {
     pub use crate::generated::*;

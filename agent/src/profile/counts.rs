@@ -114,7 +114,8 @@ pub struct FdName {
     pub tgid: u32,
     pub fd: i32,
     pub epoch: u32,
-    pub kind: crate::model::FdKind,
+    /// None: closed before it could be read.
+    pub kind: Option<crate::model::FdKind>,
     pub target: String,
 }
 

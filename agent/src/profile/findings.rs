@@ -5,6 +5,7 @@
 use super::summary::{FdStat, Stat, Summary};
 use crate::model::FdKind;
 use crate::model::{Finding, Severity};
+use osl_proto::units::duration_ns;
 use std::time::Duration;
 
 /// Errors fewer than this, or rarer than this per second, are noise.
@@ -132,10 +133,10 @@ pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>)
                 format!(
                     "thread {} spent {share:.0}% of {} in {syscall}() on {} (fd {}), p99 {}: {why}",
                     t.tid,
-                    human_ns((secs * 1e9) as u64),
+                    duration_ns((secs * 1e9) as u64),
                     f.target,
                     f.fd,
-                    human_ns(f.percentile(0.99))
+                    duration_ns(f.percentile(0.99))
                 ),
                 vec![
                     ("tid", t.tid.to_string()),
@@ -162,9 +163,9 @@ pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>)
                 format!(
                     "{}: p99 {} is {}× its p50 {} over {} calls: a few calls stall",
                     stat.name,
-                    human_ns(p99),
+                    duration_ns(p99),
                     p99 / p50,
-                    human_ns(p50),
+                    duration_ns(p50),
                     stat.calls
                 ),
                 vec![
@@ -186,29 +187,19 @@ pub fn evaluate(s: &Summary, elapsed: Duration, subject: &str, pid: Option<i32>)
 /// How bad most of a thread's time on one fd is, and the likely reading.
 fn slow_fd_reading(f: &FdStat) -> (Severity, &'static str) {
     let syscall = f.syscalls.first().map_or("", |c| c.0.as_str());
-    if syscall.starts_with("epoll") || f.kind == FdKind::Epoll {
+    if syscall.starts_with("epoll") || f.kind == Some(FdKind::Epoll) {
         return (Severity::Info, "it waits for events there (an idle event loop looks like this)");
     }
     if syscall.starts_with("accept") || f.target.contains("(LISTEN)") {
         return (Severity::Info, "it waits for connections");
     }
-    match f.kind {
+    match f.kind.unwrap_or(FdKind::Other) {
         FdKind::Socket => (Severity::Warn, "the peer is slow (or the connection idles between requests)"),
         FdKind::File | FdKind::BlockDevice | FdKind::Directory => {
             (Severity::Warn, "the storage is slow: look at the disk, the filesystem and io pressure")
         }
         FdKind::Pipe | FdKind::Fifo => (Severity::Info, "it waits for the process at the other end"),
         _ => (Severity::Info, "it waits there"),
-    }
-}
-
-/// "1.9 s", "2.0 ms", "35 µs", "800 ns".
-pub fn human_ns(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns} ns"),
-        1_000..1_000_000 => format!("{:.0} µs", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.1} s", ns as f64 / 1e9),
     }
 }
 
@@ -283,7 +274,7 @@ mod tests {
             tgid: 7,
             fd: 5,
             epoch: 0,
-            kind,
+            kind: Some(kind),
             target: target.into(),
             syscalls: vec![(syscall.into(), 10, total_ns)],
             calls: 10,

@@ -85,6 +85,8 @@ pub struct Plan {
     /// The eBPF backend times one call in this many per thread (a power of two up to
     /// [`MAX_SAMPLE`]; 1: every call); ptrace times every call.
     pub time_one_in: u32,
+    /// Why ptrace may be refused here (the start-up probe's words), for a refusal's message.
+    pub ptrace_refused: String,
 }
 
 /// The sparsest timing a profile may ask for.
@@ -134,7 +136,7 @@ impl Profiles {
         more_pids: impl Fn() -> Vec<i32>,
         mut tick: impl FnMut(Option<Progress>) -> bool,
     ) -> Result<Outcome, AgentError> {
-        let Plan { pids, backend, duration, tick_every, fallback, proc_root, time_one_in } = plan;
+        let Plan { pids, backend, duration, tick_every, fallback, proc_root, time_one_in, ptrace_refused } = plan;
         if duration > self.max_duration {
             return Err(AgentError::InvalidArgument(format!(
                 "profiles are capped at {} s in this agent (--max-profile-duration); asked {} s",
@@ -144,9 +146,9 @@ impl Profiles {
         }
         let _claim = self.claim(&pids, backend)?;
         let started = Instant::now();
-        let (live, fell_back) = match Live::start(backend, &pids, time_one_in, &proc_root) {
+        let (live, fell_back) = match Live::start(backend, &pids, time_one_in, &proc_root, &ptrace_refused) {
             Err(AgentError::BackendUnavailable(why)) if backend == Backend::Ebpf && fallback => {
-                (Live::start(Backend::Ptrace, &pids, 1, &proc_root)?, Some(why))
+                (Live::start(Backend::Ptrace, &pids, 1, &proc_root, &ptrace_refused)?, Some(why))
             }
             started => (started?, None),
         };
@@ -251,7 +253,7 @@ impl Named {
         }
         for mut name in targets::resolve(&self.proc_root, &fresh) {
             if self.live.epoch(name.tgid, name.fd) != name.epoch {
-                name.kind = crate::model::FdKind::Other;
+                name.kind = None;
                 name.target = targets::CLOSED.to_string();
             }
             self.names.insert((name.tgid, name.fd, name.epoch), name);
@@ -267,7 +269,13 @@ enum Live {
 }
 
 impl Live {
-    fn start(backend: Backend, pids: &[i32], time_one_in: u32, proc_root: &Path) -> Result<Self, AgentError> {
+    fn start(
+        backend: Backend,
+        pids: &[i32],
+        time_one_in: u32,
+        proc_root: &Path,
+        ptrace_refused: &str,
+    ) -> Result<Self, AgentError> {
         match backend {
             Backend::Ebpf => {
                 let ns = ebpf::pidns_of_self().map_err(|e| AgentError::Profile(format!("own pid namespace: {e}")))?;
@@ -282,7 +290,7 @@ impl Live {
                         // A container's process that exited meanwhile is not an error.
                         Err(ptrace::PtraceError::Gone { .. }) if pids.len() > 1 => {}
                         // Dropping the sessions started so far detaches them.
-                        Err(e) => return Err(ptrace_error(e)),
+                        Err(e) => return Err(ptrace_error(e, ptrace_refused)),
                     }
                 }
                 Ok(Live::Ptrace(sessions))
@@ -345,7 +353,7 @@ impl Live {
                     }
                 }
                 match first_error {
-                    Some(e) if all.is_empty() => Err(ptrace_error(e)),
+                    Some(e) if all.is_empty() => Err(ptrace_error(e, "")),
                     _ => Ok(merge(all.into_iter())),
                 }
             }
@@ -376,11 +384,15 @@ fn ebpf_error(e: ebpf::BpfError) -> AgentError {
     }
 }
 
-fn ptrace_error(e: ptrace::PtraceError) -> AgentError {
+/// `refused`: why ptrace may be refused here (the start-up probe's words), added to a refusal.
+fn ptrace_error(e: ptrace::PtraceError, refused: &str) -> AgentError {
     match e {
         ptrace::PtraceError::AlreadyTraced { pid, tracer_pid } => AgentError::AlreadyTraced { pid, tracer_pid },
         ptrace::PtraceError::Gone { pid } => AgentError::ProcessNotFound { pid },
-        e @ ptrace::PtraceError::PermissionDenied { .. } => AgentError::BackendUnavailable(e.to_string()),
+        e @ ptrace::PtraceError::PermissionDenied { .. } if refused.is_empty() => {
+            AgentError::BackendUnavailable(e.to_string())
+        }
+        e @ ptrace::PtraceError::PermissionDenied { .. } => AgentError::BackendUnavailable(format!("{e}; {refused}")),
         e => AgentError::Profile(e.to_string()),
     }
 }

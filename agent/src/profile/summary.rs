@@ -55,7 +55,8 @@ pub struct FdStat {
     pub tgid: u32,
     pub fd: i32,
     pub epoch: u32,
-    pub kind: FdKind,
+    /// None: not known (closed before it was read, or the overflow row).
+    pub kind: Option<FdKind>,
     pub target: String,
     /// (syscall, calls, ns), most time first.
     pub syscalls: Vec<(String, u64, u64)>,
@@ -142,15 +143,13 @@ type FdKey = (u32, i32, u32);
 
 pub fn summarize(c: &Counts, slowest: usize) -> Summary {
     let names: HashMap<FdKey, &FdName> = c.names.iter().map(|n| ((n.tgid, n.fd, n.epoch), n)).collect();
-    let label = |k: FdKey| -> (FdKind, String) {
+    let label = |k: FdKey| -> (Option<FdKind>, String) {
         match names.get(&k) {
-            _ if k.1 == OVERFLOW_FD => {
-                (FdKind::Other, "other fds (counted once the agent's kernel map was full)".into())
-            }
+            _ if k.1 == OVERFLOW_FD => (None, "other fds (counted once the agent's kernel map was full)".into()),
+            Some(n) if n.kind.is_some() => (n.kind, n.target.clone()),
             // Several fds may have closed unread: the number tells them apart.
-            Some(n) if n.target == super::targets::CLOSED => (n.kind, format!("fd {} {}", k.1, n.target)),
-            Some(n) => (n.kind, n.target.clone()),
-            None => (FdKind::Other, format!("fd {} (not read)", k.1)),
+            Some(n) => (None, format!("fd {} {}", k.1, n.target)),
+            None => (None, format!("fd {} (not read)", k.1)),
         }
     };
     let mut errnos: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
@@ -160,14 +159,22 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
     let live: Vec<&SyscallCount> = c.syscalls.iter().filter(|s| s.calls > 0).collect();
     let mut by_nr: BTreeMap<u32, Stat> = BTreeMap::new();
     let mut by_tid: BTreeMap<u32, (u32, BTreeMap<u32, Stat>)> = BTreeMap::new();
+    // The entries with an fd, grouped once by syscall and by thread.
+    let (mut fd_entries_of_nr, mut fd_entries_of_tid): (HashMap<u32, Vec<&SyscallCount>>, HashMap<u32, Vec<_>>) =
+        Default::default();
     for s in &live {
         add(by_nr.entry(s.nr).or_default(), s);
         let thread = by_tid.entry(s.tid).or_insert_with(|| (s.tgid, BTreeMap::new()));
         add(thread.1.entry(s.nr).or_default(), s);
+        if s.fd != NO_FD {
+            fd_entries_of_nr.entry(s.nr).or_default().push(*s);
+            fd_entries_of_tid.entry(s.tid).or_default().push(*s);
+        }
     }
-    let on_fds = |pick: &dyn Fn(&SyscallCount) -> bool| -> Vec<FdStat> {
+    let fd_entries: Vec<&SyscallCount> = live.iter().copied().filter(|s| s.fd != NO_FD).collect();
+    let on_fds = |entries: &[&SyscallCount]| -> Vec<FdStat> {
         let mut m: BTreeMap<FdKey, FdStat> = BTreeMap::new();
-        for s in live.iter().filter(|s| s.fd != NO_FD && pick(s)) {
+        for s in entries {
             let key = (s.tgid, s.fd, s.epoch);
             let f = m.entry(key).or_insert_with(|| {
                 let (kind, target) = label(key);
@@ -225,8 +232,9 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
                         s.errnos = e.iter().map(|(&errno, &n)| (names::errno(errno), n)).collect();
                         s.errnos.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                     }
+                    let entries = fd_entries_of_nr.get(&nr).map_or(&[][..], Vec::as_slice);
                     let mut top: Vec<(String, u64, u64)> =
-                        on_fds(&|c| c.nr == nr).into_iter().map(|f| (f.target, f.calls, f.total_ns)).collect();
+                        on_fds(entries).into_iter().map(|f| (f.target, f.calls, f.total_ns)).collect();
                     top.truncate(TOP_FDS);
                     s.top_fds = top;
                 }
@@ -248,7 +256,7 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
                 errors: syscalls.iter().map(|s| s.errors).sum(),
                 total_ns: syscalls.iter().map(|s| s.total_ns).sum(),
                 syscalls,
-                fds: on_fds(&|c| c.tid == tid),
+                fds: on_fds(fd_entries_of_tid.get(&tid).map_or(&[][..], Vec::as_slice)),
             }
         })
         .collect();
@@ -266,7 +274,7 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
         calls: syscalls.iter().map(|s| s.calls).sum(),
         errors: syscalls.iter().map(|s| s.errors).sum(),
         total_ns: syscalls.iter().map(|s| s.total_ns).sum(),
-        fds: on_fds(&|_| true),
+        fds: on_fds(&fd_entries),
         syscalls,
         threads,
         slowest,
@@ -339,22 +347,27 @@ mod tests {
                 reused,                                  // read on fd 3 after a close: another file
                 count(8, 1, 4, 1, 0, &[1000]),           // write on the socket
                 count(7, 1, 4, 1, 0, &[50]),
+                count(7, 0, 9, 1, 0, &[5]), // a read on an fd closed before it was named
             ],
             names: vec![
-                FdName { tgid: 7, fd: 3, epoch: 0, kind: FdKind::File, target: "/a".into() },
-                FdName { tgid: 7, fd: 3, epoch: 1, kind: FdKind::File, target: "/b".into() },
-                FdName { tgid: 7, fd: 4, epoch: 0, kind: FdKind::Socket, target: "tcp x -> y".into() },
+                FdName { tgid: 7, fd: 3, epoch: 0, kind: Some(FdKind::File), target: "/a".into() },
+                FdName { tgid: 7, fd: 3, epoch: 1, kind: Some(FdKind::File), target: "/b".into() },
+                FdName { tgid: 7, fd: 4, epoch: 0, kind: Some(FdKind::Socket), target: "tcp x -> y".into() },
+                FdName { tgid: 7, fd: 9, epoch: 0, kind: None, target: crate::profile::targets::CLOSED.into() },
             ],
             ..Default::default()
         };
         let s = summarize(&c, 10);
         let fds: Vec<(&str, u64, u64)> = s.fds.iter().map(|f| (f.target.as_str(), f.calls, f.total_ns)).collect();
-        assert_eq!(fds, [("tcp x -> y", 2, 1050), ("/b", 2, 400), ("/a", 4, 40)]);
+        let closed = format!("fd 9 {}", crate::profile::targets::CLOSED);
+        assert_eq!(fds, [("tcp x -> y", 2, 1050), ("/b", 2, 400), ("/a", 4, 40), (closed.as_str(), 1, 5)]);
+        assert_eq!(s.fds[3].kind, None);
         assert_eq!(s.fds[0].syscalls.len(), 1);
         #[cfg(target_arch = "x86_64")]
         {
             let read = s.get("read").unwrap();
-            assert_eq!(read.top_fds, [("/b".to_string(), 2, 400), ("/a".to_string(), 4, 40)]);
+            let top = [("/b".to_string(), 2, 400), ("/a".to_string(), 4, 40), (closed.clone(), 1, 5)];
+            assert_eq!(read.top_fds, top);
         }
         assert_eq!(s.threads[1].fds.iter().map(|f| f.total_ns).collect::<Vec<_>>(), [1000]);
     }

@@ -18,19 +18,20 @@ pub const CLOSED: &str = "(closed before the agent read it)";
 pub fn resolve(proc_root: &Path, fds: &[(u32, i32, u32)]) -> Vec<FdName> {
     let netns = NetnsCache::default();
     fds.iter()
-        .map(|&(tgid, fd, epoch)| {
-            let (kind, target) = name(&proc_root.join(tgid.to_string()), fd, &netns);
-            FdName { tgid, fd, epoch, kind, target }
+        .map(|&(tgid, fd, epoch)| match name(&proc_root.join(tgid.to_string()), fd, &netns) {
+            Some((kind, target)) => FdName { tgid, fd, epoch, kind: Some(kind), target },
+            None => FdName { tgid, fd, epoch, kind: None, target: CLOSED.to_string() },
         })
         .collect()
 }
 
-fn name(pid_dir: &Path, fd: i32, netns: &NetnsCache) -> (FdKind, String) {
+/// None: the fd is closed (or unreadable).
+fn name(pid_dir: &Path, fd: i32, netns: &NetnsCache) -> Option<(FdKind, String)> {
     let link = pid_dir.join("fd").join(fd.to_string());
-    let Ok(target) = std::fs::read_link(&link) else { return (FdKind::Other, CLOSED.to_string()) };
+    let target = std::fs::read_link(&link).ok()?;
     let bytes = target.as_os_str().as_encoded_bytes();
     let text = String::from_utf8_lossy(bytes).into_owned();
-    match fdinfo::classify(bytes).0 {
+    Some(match fdinfo::classify(bytes).0 {
         Target::Socket(inode) => match netns.tables_for(pid_dir).get(inode) {
             Some(entry) => (FdKind::Socket, socket(entry)),
             None => (FdKind::Socket, text),
@@ -52,7 +53,7 @@ fn name(pid_dir: &Path, fd: i32, netns: &NetnsCache) -> (FdKind, String) {
             });
             (kind, text)
         }
-    }
+    })
 }
 
 /// A socket as `ss` would show it, on one line.
@@ -99,12 +100,12 @@ mod tests {
             (me, 999_999, 2),
         ];
         let names = resolve(Path::new("/proc"), &fds);
-        assert_eq!((names[0].kind, names[0].target.as_str()), (FdKind::File, file.path().to_str().unwrap()));
-        assert_eq!(names[1].kind, FdKind::Pipe);
+        assert_eq!((names[0].kind, names[0].target.as_str()), (Some(FdKind::File), file.path().to_str().unwrap()));
+        assert_eq!(names[1].kind, Some(FdKind::Pipe));
         assert!(names[1].target.starts_with("pipe:["), "{}", names[1].target);
         let (c, s) = (client.local_addr().unwrap(), server.local_addr().unwrap());
         assert_eq!(names[2].target, format!("tcp {c} -> {s} (ESTABLISHED)"));
         assert_eq!(names[3].target, format!("tcp {s} (LISTEN)"));
-        assert_eq!((names[3].epoch, names[4].target.as_str()), (1, CLOSED));
+        assert_eq!((names[3].epoch, names[4].kind, names[4].target.as_str()), (1, None, CLOSED));
     }
 }

@@ -2,6 +2,7 @@
 //! profile as an OCI seccomp allow-list.
 
 use super::tables::Grid;
+use osl_proto::units::duration_ns;
 use osl_proto::v1;
 
 fn secs(nsec: u64) -> String {
@@ -12,19 +13,9 @@ fn usecs(nsec: u64) -> String {
     format!("{}", nsec / 1000)
 }
 
-/// "1.9 s", "2.0 ms", "35 µs", "800 ns" (the agent's findings say it the same way).
-pub fn human_ns(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns} ns"),
-        1_000..1_000_000 => format!("{:.0} µs", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.1} s", ns as f64 / 1e9),
-    }
-}
-
 /// A latency, or "-" when no call was timed (a sampled profile).
 fn latency(ns: u64, timed: u64) -> String {
-    if timed == 0 { "-".into() } else { human_ns(ns) }
+    if timed == 0 { "-".into() } else { duration_ns(ns) }
 }
 
 /// "tcp 10.0.0.5:5432 … 78%": an fd target and its share of a total.
@@ -109,7 +100,7 @@ pub fn slowest(calls: &[v1::SlowCall], width: Option<u16>) -> String {
         let fd = if c.fd < 0 { String::new() } else { c.fd.to_string() };
         t.push(vec![
             format!("+{:.3}s", c.offset_nsec as f64 / 1e9),
-            human_ns(c.duration_nsec),
+            duration_ns(c.duration_nsec),
             c.pid.to_string(),
             c.tid.to_string(),
             c.syscall.clone(),
@@ -133,8 +124,8 @@ pub fn histogram(buckets: &[u64]) -> String {
         let bar = (n as f64 * BAR as f64 / most as f64).ceil() as usize;
         out.push_str(&format!(
             "  {:>8} -> {:<8} : {n:<10} |{:<BAR$}|\n",
-            human_ns(low),
-            human_ns((1u64 << (i + 1)) - 1),
+            duration_ns(low),
+            duration_ns((1u64 << (i + 1)) - 1),
             "*".repeat(bar)
         ));
     }
