@@ -132,6 +132,19 @@ pub(super) fn emit_array_slot0(a: &mut Asm, map: RawFd, key_off: i16, out: Label
     a.jmp_imm(BPF_JEQ, R0, 0, out);
 }
 
+/// Emits `map[key at fp+key_off] = value at fp+value_off` with `flags` (BPF_ANY, BPF_NOEXIST).
+fn emit_update(a: &mut Asm, map: RawFd, key_off: i16, value_off: i16, flags: u64) {
+    a.emit(&ld_map_fd(R1, map));
+    a.emit(&[
+        mov64_reg(R2, R10),
+        add64_imm(R2, key_off.into()),
+        mov64_reg(R3, R10),
+        add64_imm(R3, value_off.into()),
+        mov64_imm(R4, flags as i32),
+        call(MAP_UPDATE_ELEM),
+    ]);
+}
+
 /// Emits `r0 = map[key at fp+key_off]` (NULL if absent).
 pub(super) fn emit_lookup(a: &mut Asm, map: RawFd, key_off: i16) {
     a.emit(&ld_map_fd(R1, map));
@@ -200,15 +213,7 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sampl
         st_mem(BPF_DW, R10, -56 + T_ENTER, 0),
         st_mem(BPF_DW, R10, -56 + T_NR, 0),
     ]);
-    a.emit(&ld_map_fd(R1, m.threads));
-    a.emit(&[
-        mov64_reg(R2, R10),
-        add64_imm(R2, -8),
-        mov64_reg(R3, R10),
-        add64_imm(R3, -56),
-        mov64_imm(R4, BPF_ANY as i32),
-        call(MAP_UPDATE_ELEM),
-    ]);
+    emit_update(&mut a, m.threads, -8, -56, BPF_ANY);
     emit_lookup(&mut a, m.threads, -8);
     a.jmp_imm(BPF_JEQ, R0, 0, lost); // threads is full
 
@@ -238,15 +243,7 @@ pub(super) fn enter_program(key: ThreadKey, pidns: (u64, u64), m: &MapFds, sampl
 
     a.bind(other); // others[key] = generation (LRU: never full)
     a.emit(&[stx_mem(BPF_W, R10, R9, -16)]);
-    a.emit(&ld_map_fd(R1, m.others));
-    a.emit(&[
-        mov64_reg(R2, R10),
-        add64_imm(R2, -8),
-        mov64_reg(R3, R10),
-        add64_imm(R3, -16),
-        mov64_imm(R4, BPF_ANY as i32),
-        call(MAP_UPDATE_ELEM),
-    ]);
+    emit_update(&mut a, m.others, -8, -16, BPF_ANY);
     a.ja(out);
     a.bind(lost);
     emit_lost(&mut a, m.ctl, -16, out);
@@ -262,15 +259,7 @@ pub(super) fn emit_get_or_create(a: &mut Asm, map: RawFd, key_off: i16, init_off
     emit_lookup(a, map, key_off);
     a.jmp_imm(BPF_JNE, R0, 0, have);
     // Insert; EEXIST from a racing CPU is fine, the second lookup finds its entry.
-    a.emit(&ld_map_fd(R1, map));
-    a.emit(&[
-        mov64_reg(R2, R10),
-        add64_imm(R2, key_off.into()),
-        mov64_reg(R3, R10),
-        add64_imm(R3, init_off.into()),
-        mov64_imm(R4, BPF_NOEXIST as i32),
-        call(MAP_UPDATE_ELEM),
-    ]);
+    emit_update(a, map, key_off, init_off, BPF_NOEXIST);
     emit_lookup(a, map, key_off);
     a.jmp_imm(BPF_JEQ, R0, 0, lost);
     a.bind(have);
@@ -380,29 +369,13 @@ pub(super) fn exit_program(key: ThreadKey, m: &MapFds) -> Vec<Insn> {
     emit_lookup(&mut a, m.stats, -24);
     a.jmp_imm(BPF_JNE, R0, 0, have);
     // A new entry. Insert; EEXIST from a racing CPU is fine, the second lookup finds its entry.
-    a.emit(&ld_map_fd(R1, m.stats));
-    a.emit(&[
-        mov64_reg(R2, R10),
-        add64_imm(R2, -24),
-        mov64_reg(R3, R10),
-        add64_imm(R3, INIT.into()),
-        mov64_imm(R4, BPF_NOEXIST as i32),
-        call(MAP_UPDATE_ELEM),
-    ]);
+    emit_update(&mut a, m.stats, -24, INIT, BPF_NOEXIST);
     // A new fd (or an fd number's new epoch): tell userspace to name it.
     let fresh_done = a.label();
     a.emit(&[ldx_mem(BPF_W, R1, R10, -16)]); // zero-extended: -1 (no fd) is above i32::MAX
     a.jmp_imm(BPF_JGT, R1, i32::MAX, fresh_done);
     a.emit(&[mov64_imm(R1, 1), stx_mem(BPF_W, R10, R1, -72)]);
-    a.emit(&ld_map_fd(R1, m.fresh));
-    a.emit(&[
-        mov64_reg(R2, R10),
-        add64_imm(R2, -64),
-        mov64_reg(R3, R10),
-        add64_imm(R3, -72),
-        mov64_imm(R4, BPF_ANY as i32),
-        call(MAP_UPDATE_ELEM),
-    ]);
+    emit_update(&mut a, m.fresh, -64, -72, BPF_ANY);
     a.bind(fresh_done);
     emit_lookup(&mut a, m.stats, -24);
     a.jmp_imm(BPF_JNE, R0, 0, have);
