@@ -397,12 +397,6 @@ pub fn blocked(s: &crate::blocked::Sampled, agent: v1::AgentInfo) -> v1::SampleB
     }
 }
 
-/// The buckets up to the last non-empty one.
-fn buckets(hist: &[u64]) -> Vec<u64> {
-    let used = hist.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
-    hist[..used].to_vec()
-}
-
 fn time_count((name, calls, ns): &(String, u64, u64)) -> v1::TimeCount {
     v1::TimeCount { name: name.clone(), calls: *calls, total_nsec: *ns }
 }
@@ -421,7 +415,7 @@ fn fd_stat(f: &crate::profile::summary::FdStat, elapsed_ns: u64) -> v1::FdStat {
         max_nsec: f.max_ns,
         p50_nsec: f.percentile(0.5),
         p99_nsec: f.percentile(0.99),
-        latency_buckets: buckets(&f.hist),
+        latency_buckets: f.hist.used().to_vec(),
         timed: f.timed,
         wall_pct: if elapsed_ns == 0 { 0.0 } else { f.total_ns as f64 * 100.0 / elapsed_ns as f64 },
     }
@@ -448,7 +442,7 @@ fn slow_call(s: &crate::profile::summary::Slow) -> v1::SlowCall {
 
 fn syscall_stat(s: &crate::profile::summary::Stat, grand_total_ns: u64) -> v1::SyscallStat {
     v1::SyscallStat {
-        latency_buckets: buckets(&s.hist),
+        latency_buckets: s.hist.used().to_vec(),
         timed: s.timed,
         p50_nsec: s.percentile(0.5),
         p99_nsec: s.percentile(0.99),

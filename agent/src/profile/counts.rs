@@ -11,6 +11,54 @@ pub fn bucket(ns: u64) -> usize {
     (63 - (ns | 1).leading_zeros() as usize).min(BUCKETS - 1)
 }
 
+/// Calls per latency bucket (see [`BUCKETS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Histogram(pub [u64; BUCKETS]);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self([0; BUCKETS])
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, ns: u64) {
+        self.0[bucket(ns)] += 1;
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for (into, n) in self.0.iter_mut().zip(other.0) {
+            *into += n;
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The buckets up to the last non-empty one.
+    pub fn used(&self) -> &[u64] {
+        &self.0[..self.0.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1)]
+    }
+
+    /// The upper bound of the bucket that holds quantile `q`, within [min, max].
+    pub fn percentile(&self, q: f64, min: u64, max: u64) -> u64 {
+        let total = self.total();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64 * q).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, n) in self.0.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return ((1u64 << (i + 1)) - 1).clamp(min, max.max(min));
+            }
+        }
+        max
+    }
+}
+
 /// How many of the slowest calls a backend keeps (a request asks for up to this many).
 pub const SLOWEST_KEPT: usize = 100;
 
@@ -43,8 +91,8 @@ pub struct SyscallCount {
     /// Calls timed: all of them, unless the backend sampled (then `total_ns` is scaled to
     /// all the calls, and `min_ns`, `max_ns` and `hist` are the timed calls').
     pub timed: u64,
-    /// Timed calls per latency bucket (see [`BUCKETS`]).
-    pub hist: [u64; BUCKETS],
+    /// Timed calls per latency bucket.
+    pub hist: Histogram,
 }
 
 impl Default for SyscallCount {
@@ -61,7 +109,7 @@ impl Default for SyscallCount {
             min_ns: 0,
             max_ns: 0,
             timed: 0,
-            hist: [0; BUCKETS],
+            hist: Histogram::default(),
         }
     }
 }
@@ -74,7 +122,7 @@ impl SyscallCount {
         self.calls += 1;
         self.timed += 1;
         self.total_ns += ns;
-        self.hist[bucket(ns)] += 1;
+        self.hist.record(ns);
         if is_error(ret) {
             self.errors += 1;
         }

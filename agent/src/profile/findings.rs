@@ -283,7 +283,7 @@ mod tests {
             min_ns: 1,
             max_ns: u64::MAX,
             timed: 10,
-            hist,
+            hist: super::super::counts::Histogram(hist),
         }
     }
 
@@ -314,8 +314,8 @@ mod tests {
     fn a_long_tail_is_named_and_a_narrow_one_is_not() {
         let with = |p99_bucket: usize, calls: u64| {
             let mut st = stat("read", calls, 0, "", 1_000_000);
-            st.hist[9] = calls - calls / 50; // ~1 µs
-            st.hist[p99_bucket] = calls / 50; // the top 2%
+            st.hist.0[9] = calls - calls / 50; // ~1 µs
+            st.hist.0[p99_bucket] = calls / 50; // the top 2%
             (st.min_ns, st.max_ns, st.timed) = (500, u64::MAX, calls);
             summary(vec![st])
         };

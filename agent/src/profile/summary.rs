@@ -2,12 +2,12 @@
 //! syscall over all threads (most time first), per thread, and per fd target
 //! (what each fd was: a path, a TCP connection…), with latency histograms.
 
-use super::counts::{BUCKETS, Counts, FdName, NO_FD, OVERFLOW_FD, SlowCall, SyscallCount};
+use super::counts::{Counts, FdName, Histogram, NO_FD, OVERFLOW_FD, SlowCall, SyscallCount};
 use super::names;
 use crate::model::FdKind;
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stat {
     pub nr: u32,
     pub name: String,
@@ -20,32 +20,14 @@ pub struct Stat {
     pub max_ns: u64,
     /// Calls timed (fewer than `calls` when the backend sampled).
     pub timed: u64,
-    pub hist: [u64; BUCKETS],
+    pub hist: Histogram,
     /// The fd targets this syscall spent the most time on: (target, calls, ns).
     pub top_fds: Vec<(String, u64, u64)>,
 }
 
-impl Default for Stat {
-    fn default() -> Self {
-        Self {
-            nr: 0,
-            name: String::new(),
-            calls: 0,
-            errors: 0,
-            errnos: Vec::new(),
-            total_ns: 0,
-            min_ns: 0,
-            max_ns: 0,
-            timed: 0,
-            hist: [0; BUCKETS],
-            top_fds: Vec::new(),
-        }
-    }
-}
-
 impl Stat {
     pub fn percentile(&self, q: f64) -> u64 {
-        percentile(&self.hist, q, self.min_ns, self.max_ns)
+        self.hist.percentile(q, self.min_ns, self.max_ns)
     }
 }
 
@@ -66,31 +48,13 @@ pub struct FdStat {
     pub min_ns: u64,
     pub max_ns: u64,
     pub timed: u64,
-    pub hist: [u64; BUCKETS],
+    pub hist: Histogram,
 }
 
 impl FdStat {
     pub fn percentile(&self, q: f64) -> u64 {
-        percentile(&self.hist, q, self.min_ns, self.max_ns)
+        self.hist.percentile(q, self.min_ns, self.max_ns)
     }
-}
-
-/// The upper bound of the log2 bucket that holds quantile `q`, within [min, max].
-pub fn percentile(hist: &[u64; BUCKETS], q: f64, min: u64, max: u64) -> u64 {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return 0;
-    }
-    let rank = ((total as f64 * q).ceil() as u64).clamp(1, total);
-    let mut seen = 0;
-    for (i, n) in hist.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            let upper = if i + 1 >= 64 { u64::MAX } else { (1u64 << (i + 1)) - 1 };
-            return upper.clamp(min, max.max(min));
-        }
-    }
-    max
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -191,7 +155,7 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
                     min_ns: u64::MAX,
                     max_ns: 0,
                     timed: 0,
-                    hist: [0; BUCKETS],
+                    hist: Histogram::default(),
                 }
             });
             f.timed += s.timed;
@@ -202,9 +166,7 @@ pub fn summarize(c: &Counts, slowest: usize) -> Summary {
                 f.min_ns = f.min_ns.min(s.min_ns);
                 f.max_ns = f.max_ns.max(s.max_ns);
             }
-            for (into, n) in f.hist.iter_mut().zip(s.hist) {
-                *into += n;
-            }
+            f.hist.add(&s.hist);
             let name = names::syscall(s.nr);
             match f.syscalls.iter_mut().find(|(n, ..)| *n == name) {
                 Some(row) => (row.1, row.2) = (row.1 + s.calls, row.2 + s.total_ns),
@@ -294,9 +256,7 @@ fn add(into: &mut Stat, s: &SyscallCount) {
     into.calls += s.calls;
     into.errors += s.errors;
     into.total_ns += s.total_ns;
-    for (h, n) in into.hist.iter_mut().zip(s.hist) {
-        *h += n;
-    }
+    into.hist.add(&s.hist);
 }
 
 #[cfg(test)]
@@ -374,12 +334,13 @@ mod tests {
 
     #[test]
     fn percentiles_are_bucket_bounds_within_min_and_max() {
-        let mut hist = [0; BUCKETS];
-        hist[bucket(1_000)] = 98; // ~1 µs
-        hist[bucket(2_000_000)] = 2; // ~2 ms
-        assert_eq!(percentile(&hist, 0.5, 900, 2_100_000), 1023);
-        assert_eq!(percentile(&hist, 0.99, 900, 2_100_000), 2_097_151);
-        assert_eq!(percentile(&hist, 1.0, 900, 2_000_000), 2_000_000);
-        assert_eq!(percentile(&[0; BUCKETS], 0.5, 0, 0), 0);
+        let mut hist = Histogram::default();
+        hist.0[bucket(1_000)] = 98; // ~1 µs
+        hist.0[bucket(2_000_000)] = 2; // ~2 ms
+        assert_eq!(hist.percentile(0.5, 900, 2_100_000), 1023);
+        assert_eq!(hist.percentile(0.99, 900, 2_100_000), 2_097_151);
+        assert_eq!(hist.percentile(1.0, 900, 2_000_000), 2_000_000);
+        assert_eq!(Histogram::default().percentile(0.5, 0, 0), 0);
+        assert_eq!(hist.used().len(), bucket(2_000_000) + 1);
     }
 }

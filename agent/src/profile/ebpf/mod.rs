@@ -391,7 +391,7 @@ impl Counter {
                     min_ns,
                     max_ns,
                     timed,
-                    hist,
+                    hist: super::counts::Histogram(hist),
                 }
             })
             .filter(|s| s.calls > 0) // an entry caught between creation and its first add
@@ -596,7 +596,7 @@ mod tests {
         let read_nr = crate::profile::names::syscall_number("read").unwrap();
         let calls = |fd: i32, epoch: u32| {
             let c = counts.syscalls.iter().find(|c| (c.tid, c.nr, c.fd, c.epoch) == (tid, read_nr, fd, epoch));
-            c.map(|c| (c.calls, c.hist.iter().sum::<u64>()))
+            c.map(|c| (c.calls, c.hist.total()))
         };
         assert_eq!(calls(pipe_fd, 0), Some((50, 50)));
         // The fd number may have been used (and closed) before: count from its epoch then.
@@ -645,7 +645,7 @@ mod tests {
             assert_eq!(c.calls, 800, "every call counted");
             // One call in 8 at random: 100 expected, sd 9.4.
             assert!((60..=140).contains(&c.timed), "{c:?}");
-            assert_eq!(c.hist.iter().sum::<u64>(), c.timed);
+            assert_eq!(c.hist.total(), c.timed);
             assert!(c.total_ns > 0 && c.min_ns <= c.max_ns && c.max_ns > 0, "{c:?}");
         }
         assert_eq!(counts.time_one_in, 8);
